@@ -1,0 +1,30 @@
+# Quick start: `make demo` (install + run on the sample clip), `make test` (install + tests).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Re-install only when the dependency list changes.
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: install demo test benchmark clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo: install
+	$(BIN)/stream-pipeline fetch-samples intel_parking_lot
+	$(BIN)/stream-pipeline run samples/videos/intel_parking_lot.mp4 --out runs/demo
+
+test: install
+	$(BIN)/python -m pytest
+
+benchmark: install
+	$(BIN)/stream-pipeline benchmark
+
+clean:
+	rm -rf runs .pytest_cache

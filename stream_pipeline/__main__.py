@@ -1,0 +1,3 @@
+from stream_pipeline.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Brand recognition: badge detection, brand classification, per-track voting."""

@@ -1,0 +1,134 @@
+"""Runtime brand classifier: OpenVINO IR of the trained Keras MobileNetV2, batched.
+
+Does not import TensorFlow. Model folder (default `models/brand_classifier/`):
+`brand_classifier.xml/.bin` (OpenVINO IR), `metadata.json` (labels, input size,
+preprocessing, rejection threshold).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from stream_pipeline.core.errors import ModelError
+from stream_pipeline.core.paths import MODELS_DIR
+from stream_pipeline.core.types import UNKNOWN_BRAND, BrandPrediction, BrandScore
+
+DEFAULT_MODEL_DIR = MODELS_DIR / "brand_classifier"
+IR_NAME = "brand_classifier.xml"
+METADATA_NAME = "metadata.json"
+OTHER_CLASS = "other"  # the trained "not one of the classes" label; reported as UNKNOWN_BRAND
+TOP_K = 3
+
+
+def preprocess_crops(crops: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """BGR uint8 crops of any size -> (N, size, size, 3) float32 RGB in 0-255 (the model rescales)."""
+    batch = np.empty((len(crops), size, size, 3), np.float32)
+    for i, crop in enumerate(crops):
+        crop = np.asarray(crop)
+        if crop.ndim == 2:
+            crop = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
+        elif crop.shape[2] == 4:
+            crop = cv2.cvtColor(crop, cv2.COLOR_BGRA2BGR)
+        if crop.dtype != np.uint8:
+            crop = np.clip(crop, 0, 255).astype(np.uint8)
+        h, w = crop.shape[:2]
+        if h == 0 or w == 0:
+            batch[i] = 0.0
+            continue
+        interp = cv2.INTER_AREA if h * w > size * size else cv2.INTER_LINEAR
+        resized = cv2.resize(crop, (size, size), interpolation=interp)
+        batch[i] = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+    return batch
+
+
+def decide(probs: np.ndarray, labels: Sequence[str], threshold: float, top_k: int = TOP_K) -> list[BrandPrediction]:
+    """Softmax rows -> predictions. `other` or a top brand probability below threshold -> unknown.
+
+    `confidence` is the probability of the top brand class (excluding `other`); `top` lists
+    the best brand classes.
+    """
+    out = []
+    labels = list(labels)
+    other_idx = labels.index(OTHER_CLASS) if OTHER_CLASS in labels else -1
+    for row in probs:
+        row = np.asarray(row, np.float64)
+        order = [int(i) for i in np.argsort(-row) if int(i) != other_idx]
+        best = order[0]
+        conf = float(np.clip(row[best], 0.0, 1.0))
+        top = tuple(BrandScore(labels[i], float(row[i])) for i in order[:top_k])
+        argmax = int(np.argmax(row))
+        brand = labels[best] if (argmax != other_idx and conf >= threshold) else UNKNOWN_BRAND
+        out.append(BrandPrediction(brand, conf, top))
+    return out
+
+
+class BrandClassifier:
+    """Batched OpenVINO brand classifier for badge crops."""
+
+    def __init__(self, model_dir: Path, metadata: dict, compiled, threshold: float, batch_size: int):
+        self.model_dir = model_dir
+        self.metadata = metadata
+        self._compiled = compiled
+        self._labels = list(metadata["labels"])
+        self.input_size = int(metadata["input_size"])
+        self.threshold = float(threshold)
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, model_dir: Path | None = None, threshold: float | None = None,
+             num_threads: int | None = None, batch_size: int = 32) -> "BrandClassifier":
+        model_dir = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
+        xml, meta_file = model_dir / IR_NAME, model_dir / METADATA_NAME
+        for path in (meta_file, xml, xml.with_suffix(".bin")):
+            if not path.is_file():
+                raise ModelError(f"brand classifier file missing: {path} (run `stream-pipeline train-classifier`)")
+        try:
+            metadata = json.loads(meta_file.read_text())
+            metadata["labels"], metadata["input_size"]
+        except (ValueError, KeyError) as exc:
+            raise ModelError(f"brand classifier metadata unreadable: {meta_file}: {exc}") from exc
+        try:
+            import openvino as ov
+
+            core = ov.Core()
+            config = {"PERFORMANCE_HINT": "THROUGHPUT" if batch_size > 1 else "LATENCY"}
+            if num_threads:
+                config["INFERENCE_NUM_THREADS"] = int(num_threads)
+            model = core.read_model(str(xml))
+            size = int(metadata["input_size"])
+            model.reshape([-1, size, size, 3])
+            compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:  # noqa: BLE001 - any load failure is a model problem for the user
+            raise ModelError(f"cannot load brand classifier {xml}: {exc}") from exc
+        if threshold is None:
+            threshold = float(metadata.get("threshold", 0.5))
+        return cls(model_dir, metadata, compiled, threshold, batch_size)
+
+    @property
+    def labels(self) -> list[str]:
+        """The brand classes (catalogue slugs), without the internal `other` class."""
+        return [label for label in self._labels if label != OTHER_CLASS]
+
+    def predict_proba(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """Softmax over all model outputs (including `other`), shape (N, len(metadata labels))."""
+        if len(crops) == 0:
+            return np.zeros((0, len(self._labels)), np.float32)
+        batch = preprocess_crops(crops, self.input_size)
+        outs = []
+        with self._lock:
+            for start in range(0, len(batch), self.batch_size):
+                result = self._compiled(batch[start:start + self.batch_size])
+                outs.append(np.asarray(result[0], np.float32))
+        return np.concatenate(outs, axis=0)
+
+    def classify(self, crops: Sequence[np.ndarray]) -> list[BrandPrediction]:
+        if len(crops) == 0:
+            return []
+        return decide(self.predict_proba(crops), self._labels, self.threshold)

@@ -1,0 +1,175 @@
+"""Brand stage: vehicle crop → badge (logo detector) → brand (classifier) → track vote.
+
+Badge recognition is the costly stage, so it is scheduled: each frame at most
+`max_vehicles_per_frame` confirmed vehicles, big enough to show a badge, least recently
+tried first, and a track is retried only every `every_n_frames` frames. Both models run
+batched over the selected crops.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream_pipeline.brands.votes import BrandDecision, BrandVotes
+from stream_pipeline.core.config import BrandsConfig
+from stream_pipeline.core.errors import ModelError
+from stream_pipeline.core.paths import resolve_model_path
+from stream_pipeline.core.types import UNKNOWN_BRAND, BrandPrediction, Detections, Frame
+from stream_pipeline.tracking.tracker import TrackState
+
+log = logging.getLogger(__name__)
+
+# Context kept around the vehicle box (fraction of its size): badges sit at the very
+# edge of tight boxes (grille, tailgate).
+VEHICLE_PAD = 0.06
+# Margin around the badge box when cutting it out for the classifier, as in training.
+BADGE_MARGIN = 0.15
+
+
+@dataclass
+class BadgeReading:
+    """One badge read on one track in one frame."""
+
+    track_id: int
+    frame_index: int
+    badge_xyxy: np.ndarray  # in frame pixels
+    badge_confidence: float
+    prediction: BrandPrediction
+    badge_image: np.ndarray
+
+
+@dataclass
+class TrackBrand:
+    """Brand-stage state attached to a TrackState (pruned with it)."""
+
+    votes: BrandVotes
+    last_attempt_tick: int = -(10**9)
+    announced: str = UNKNOWN_BRAND
+    best_badge: BadgeReading | None = None
+    last_badge_xyxy: np.ndarray | None = None
+    last_badge_frame: int = -1
+
+
+@dataclass(frozen=True)
+class BrandChange:
+    """A track whose decided brand changed this frame."""
+
+    track: TrackState
+    decision: BrandDecision
+
+
+def crop(image: np.ndarray, xyxy: np.ndarray, pad: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cut `xyxy` grown by `pad` of its size, clipped to the image; returns (crop, origin xy)."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    dx, dy = (x2 - x1) * pad, (y2 - y1) * pad
+    ix1, iy1 = max(0, int(x1 - dx)), max(0, int(y1 - dy))
+    ix2, iy2 = min(w, int(np.ceil(x2 + dx))), min(h, int(np.ceil(y2 + dy)))
+    return image[iy1:iy2, ix1:ix2], np.array([ix1, iy1], dtype=np.float32)
+
+
+class BrandRecognizer:
+    def __init__(self, config: BrandsConfig) -> None:
+        self.config = config
+        logo_path = resolve_model_path(config.logo_detector)
+        classifier_path = resolve_model_path(config.classifier)
+        for what, path in (("logo detector", logo_path), ("brand classifier", classifier_path)):
+            if not path.exists():
+                raise ModelError(
+                    f"{what} not found at {path} (set brands.enabled: false in the config to run without brands)"
+                )
+        from stream_pipeline.brands.classifier import BrandClassifier
+        from stream_pipeline.brands.logo_detector import LogoDetector
+
+        self.logo_detector = LogoDetector.load(logo_path, conf=config.logo_confidence)
+        self.classifier = BrandClassifier.load(classifier_path, threshold=config.classifier_threshold)
+        self._tick = 0
+
+    def new_track_state(self) -> TrackBrand:
+        c = self.config
+        return TrackBrand(BrandVotes(c.min_votes, c.min_agreement, c.max_votes))
+
+    def _state(self, track: TrackState) -> TrackBrand:
+        if track.brand is None:
+            track.brand = self.new_track_state()
+        return track.brand
+
+    def _wants(self, track: TrackState, box: np.ndarray) -> bool:
+        state = self._state(track)
+        if self._tick - state.last_attempt_tick < self.config.every_n_frames:
+            return False
+        if min(box[2] - box[0], box[3] - box[1]) < self.config.min_vehicle_px:
+            return False
+        decided = state.votes.decision()
+        return not (decided.brand != UNKNOWN_BRAND and decided.votes >= self.config.stop_after_votes)
+
+    def process(self, frame: Frame, tracked: Detections, tracks: dict[int, TrackState]) -> list[BrandChange]:
+        """Read badges on some tracked vehicles; returns tracks whose decided brand changed."""
+        self._tick += 1
+        candidates = []
+        for row in range(len(tracked)):
+            track = tracks.get(int(tracked.tracker_id[row]))
+            if track is not None and self._wants(track, tracked.xyxy[row]):
+                area = float(tracked.area[row])
+                candidates.append((track.brand.last_attempt_tick, -area, row, track))
+        if not candidates:
+            return []
+        candidates.sort(key=lambda item: item[:2])
+        selected = candidates[: self.config.max_vehicles_per_frame]
+
+        vehicle_crops, origins, chosen = [], [], []
+        for _, _, row, track in selected:
+            track.brand.last_attempt_tick = self._tick
+            vehicle, origin = crop(frame.image, tracked.xyxy[row], VEHICLE_PAD)
+            if vehicle.size:
+                vehicle_crops.append(vehicle)
+                origins.append(origin)
+                chosen.append(track)
+        if not vehicle_crops:
+            return []
+
+        logo_results = self.logo_detector.detect(vehicle_crops)
+        badges, badge_boxes, badge_tracks = [], [], []
+        for track, origin, logos in zip(chosen, origins, logo_results):
+            if len(logos) == 0:
+                continue
+            best = int(np.argmax(logos.confidence))
+            box = logos.xyxy[best] + np.concatenate([origin, origin])
+            badge, _ = crop(frame.image, box, BADGE_MARGIN)
+            if badge.size == 0:
+                continue
+            badges.append(badge)
+            badge_boxes.append((box, float(logos.confidence[best])))
+            badge_tracks.append(track)
+        if not badges:
+            return []
+
+        changed = []
+        for track, (box, logo_conf), badge, prediction in zip(
+            badge_tracks, badge_boxes, badges, self.classifier.classify(badges)
+        ):
+            state = track.brand
+            state.votes.add(prediction)
+            state.last_badge_xyxy, state.last_badge_frame = box, frame.index
+            reading = BadgeReading(track.track_id, frame.index, box, logo_conf, prediction, badge.copy())
+            if prediction.brand != UNKNOWN_BRAND and (
+                state.best_badge is None or prediction.confidence > state.best_badge.prediction.confidence
+            ):
+                state.best_badge = reading
+            elif state.best_badge is None:
+                state.best_badge = reading
+            decision = state.votes.decision()
+            if decision.brand != state.announced:
+                state.announced = decision.brand
+                changed.append(BrandChange(track, decision))
+        return changed
+
+
+def track_decision(track: TrackState) -> BrandDecision:
+    """The brand decision of a track (unknown with no votes when never read)."""
+    if track.brand is None:
+        return BrandDecision(UNKNOWN_BRAND, 0.0, 0, 0, 0.0)
+    return track.brand.votes.decision()

@@ -1,0 +1,92 @@
+"""`stream-pipeline` command line.
+
+Heavy libraries (ultralytics, tensorflow, openvino) are imported inside the command
+functions so `--help` and config errors answer instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from stream_pipeline.core.errors import UserError
+
+log = logging.getLogger("stream_pipeline")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from stream_pipeline.runner import run_command
+
+    return run_command(args)
+
+
+def _cmd_fetch_samples(args: argparse.Namespace) -> int:
+    from stream_pipeline.samples import fetch_samples
+
+    fetch_samples(args.dest, names=args.names)
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from stream_pipeline.benchmark import benchmark_command
+
+    return benchmark_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stream-pipeline",
+        description="Real-time vehicle-brand recognition on traffic video.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="detect, track and name the brand of vehicles in a video source")
+    run.add_argument("source", help="video file, folder of videos, rtsp:// URL, or webcam (0, /dev/video0)")
+    run.add_argument("--config", help="YAML configuration (default: configs/default.yaml)")
+    run.add_argument("--out", help="output folder (default: runs/<timestamp>/)")
+    run.add_argument("--show", action="store_true", help="show a live window (q quits)")
+    run.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames per source")
+    run.add_argument("--no-progress", action="store_true", help="no progress display")
+    run.set_defaults(func=_cmd_run)
+
+    fetch = sub.add_parser("fetch-samples", help="fetch the sample clips listed in samples/manifest.yaml")
+    fetch.add_argument("--dest", default=None, help="folder to put them in (default: samples/videos)")
+    fetch.add_argument("names", nargs="*", help="sample names (default: all)")
+    fetch.set_defaults(func=_cmd_fetch_samples)
+
+    bench = sub.add_parser("benchmark", help="measure pipeline throughput (FPS, real-time ratio, RSS)")
+    bench.add_argument("source", nargs="?", default=None, help="video file (default: highway clip from shared)")
+    bench.add_argument("--config", help="YAML configuration")
+    bench.add_argument("--max-frames", type=int, default=300)
+    bench.add_argument("--json", action="store_true", help="print the result as JSON")
+    bench.set_defaults(func=_cmd_benchmark)
+
+    from stream_pipeline.training.classifier.cli import add_commands as add_classifier_commands
+    from stream_pipeline.training.logo_detector.cli import add_commands as add_logo_commands
+
+    add_classifier_commands(sub)
+    add_logo_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"stream-pipeline: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("stream-pipeline: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Types, configuration, errors and paths shared by every stage."""

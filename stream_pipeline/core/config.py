@@ -1,0 +1,141 @@
+"""Validated run configuration (YAML → pydantic).
+
+Unknown keys are rejected and every error names the offending key, so a typo in
+`configs/default.yaml` stops the run with one clear line instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from stream_pipeline.core.errors import ConfigError
+from stream_pipeline.core.paths import CONFIGS_DIR
+
+DEFAULT_CONFIG = CONFIGS_DIR / "default.yaml"
+VEHICLE_CLASSES = ("car", "motorcycle", "bus", "truck")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(_Section):
+    # Live sources (RTSP/webcam): seconds without a frame before the watchdog reconnects.
+    read_timeout_s: float = Field(10.0, gt=0, le=600)
+    # Live sources: reconnect attempts before giving up (0 = never reconnect).
+    max_reconnects: int = Field(5, ge=0, le=1000)
+    reconnect_delay_s: float = Field(2.0, ge=0, le=300)
+    # Seconds allowed for opening a live source.
+    open_timeout_s: float = Field(15.0, gt=0, le=600)
+    # RTSP transport; TCP survives packet loss and NAT better than UDP.
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+
+
+class DetectorConfig(_Section):
+    model: str = "shared:models/yolo11n_int8_openvino_model"
+    confidence: float = Field(0.1, ge=0.0, le=1.0)
+    iou: float = Field(0.5, gt=0.0, le=1.0)
+    imgsz: int = Field(640, ge=64, le=4096)
+    classes: list[Literal["car", "motorcycle", "bus", "truck"]] = Field(
+        default_factory=lambda: list(VEHICLE_CLASSES), min_length=1
+    )
+    # Boxes smaller than this (pixels, shorter side) are ignored.
+    min_box_px: int = Field(12, ge=0, le=1000)
+
+    @field_validator("classes")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("duplicate class names")
+        return value
+
+
+class TrackerConfig(_Section):
+    # ultralytics tracker YAML (ByteTrack by default), project-relative or absolute.
+    config: str = "configs/bytetrack.yaml"
+    # A track counts as a vehicle only after this many frames with a matched detection.
+    min_hits: int = Field(3, ge=1, le=1000)
+
+
+class BrandsConfig(_Section):
+    enabled: bool = True
+    logo_detector: str = "models/logo_detector"
+    classifier: str = "models/brand_classifier"
+    # Logo detector confidence (null = the model's own calibrated default).
+    logo_confidence: float | None = Field(None, ge=0.0, le=1.0)
+    # Classifier rejection threshold (null = the model's own calibrated default).
+    classifier_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    # Attempt a track at most once every N frames (badge recognition is the costly stage).
+    every_n_frames: int = Field(3, ge=1, le=1000)
+    # Vehicle crops per frame sent to the logo detector, at most.
+    max_vehicles_per_frame: int = Field(4, ge=1, le=256)
+    # Vehicles whose box is smaller than this (pixels, shorter side) are too far for a badge.
+    min_vehicle_px: int = Field(64, ge=8, le=4096)
+    # Per-track voting: a brand is decided after `min_votes` votes of which at least
+    # `min_agreement` share name the same brand.
+    min_votes: int = Field(3, ge=1, le=1000)
+    min_agreement: float = Field(0.6, gt=0.0, le=1.0)
+    # Votes kept per track (oldest dropped), bounding per-track memory.
+    max_votes: int = Field(30, ge=1, le=10000)
+    # Stop attempting a track once it is decided with this many votes.
+    stop_after_votes: int = Field(10, ge=1, le=10000)
+
+
+class OutputConfig(_Section):
+    video: bool = True
+    # H.264 via PyAV when available; OpenCV's mp4v otherwise (the log names the codec used).
+    codec: Literal["auto", "h264", "mp4v"] = "auto"
+    snapshots: bool = True
+    csv: bool = True
+    # Draw the frame time and counters on the annotated video.
+    draw_clock: bool = True
+
+
+class DisplayConfig(_Section):
+    window_name: str = "stream-pipeline"
+    # Longest side of the live window in pixels (the video itself is not resized).
+    max_window_px: int = Field(1280, ge=160, le=8192)
+
+
+class PipelineConfig(_Section):
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    brands: BrandsConfig = Field(default_factory=BrandsConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    display: DisplayConfig = Field(default_factory=DisplayConfig)
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "<root>"
+    if first["type"] == "extra_forbidden":
+        return f"unknown key '{key}'"
+    return f"'{key}': {first['msg']}"
+
+
+def load_config(path: str | Path | None = None) -> PipelineConfig:
+    """Load and validate a YAML config; None loads configs/default.yaml."""
+    config_path = Path(path) if path else DEFAULT_CONFIG
+    if not config_path.is_file():
+        raise ConfigError(f"config file not found: {config_path}")
+    try:
+        data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"invalid YAML in {config_path}{where}: {getattr(exc, 'problem', exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {config_path}: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {config_path} must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config {config_path}: {_describe(exc)}") from None

@@ -1,0 +1,51 @@
+"""Where the project, its models and the shared data live.
+
+`../shared` (read-only, beside the project root) holds third-party weights, data and
+footage. Set STREAM_PIPELINE_SHARED to point elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from stream_pipeline.core.errors import UserError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+MODELS_DIR = PROJECT_ROOT / "models"
+CONFIGS_DIR = PROJECT_ROOT / "configs"
+SHARED_ENV = "STREAM_PIPELINE_SHARED"
+
+
+def shared_dir(required: bool = True) -> Path | None:
+    """The shared data folder: $STREAM_PIPELINE_SHARED, else ../shared beside the project."""
+    env = os.environ.get(SHARED_ENV)
+    candidate = Path(env).expanduser() if env else PROJECT_ROOT.parent / "shared"
+    if candidate.is_dir():
+        return candidate.resolve()
+    if required:
+        raise UserError(
+            f"shared data folder not found at {candidate} (set {SHARED_ENV} to its location)"
+        )
+    return None
+
+
+def shared_path(*parts: str, required: bool = True) -> Path | None:
+    base = shared_dir(required=required)
+    if base is None:
+        return None
+    path = base.joinpath(*parts)
+    if required and not path.exists():
+        raise UserError(f"missing shared file: {path}")
+    return path if path.exists() else None
+
+
+def resolve_model_path(value: str | Path) -> Path:
+    """Resolve a model path from config: absolute, `shared:` prefixed, or project-relative."""
+    text = str(value)
+    if text.startswith("shared:"):
+        return shared_dir().joinpath(text[len("shared:"):].lstrip("/"))
+    path = Path(text).expanduser()
+    if path.is_absolute():
+        return path
+    return (PROJECT_ROOT / path).resolve()

@@ -1,0 +1,200 @@
+"""The runtime loop: source → detection → tracking → brands → sinks, for one source."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from stream_pipeline.brands.recognizer import VEHICLE_PAD, BrandRecognizer, crop, track_decision
+from stream_pipeline.core.config import PipelineConfig
+from stream_pipeline.core.errors import SourceError
+from stream_pipeline.core.records import VehicleRecord, utc_now_iso
+from stream_pipeline.core.types import Detections, Frame
+from stream_pipeline.detection import VehicleDetector
+from stream_pipeline.sinks.annotate import Annotator
+from stream_pipeline.sinks.events import EventLog, VehicleCsv
+from stream_pipeline.sinks.snapshots import SnapshotWriter
+from stream_pipeline.sinks.video import VideoSink
+from stream_pipeline.sinks.window import LiveWindow
+from stream_pipeline.sources import FrameSource, open_source
+from stream_pipeline.tracking import TrackState, VehicleTracker
+
+log = logging.getLogger(__name__)
+
+# A new vehicle snapshot is taken only when the box grew by this factor: copying a crop
+# every frame would cost more than it adds.
+SNAPSHOT_GROWTH = 1.15
+
+
+@dataclass
+class RunSummary:
+    source: str
+    out_dir: Path
+    frames: int = 0
+    vehicles: int = 0
+    brands_decided: int = 0
+    elapsed_s: float = 0.0
+    codec: str | None = None
+    frames_dropped: int = 0
+    stopped_by: str = "end"  # end | max-frames | quit | interrupted | error
+    error: str | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+class ProgressCallback:
+    """Receives progress; the CLI's rich display implements it."""
+
+    def start(self, source: FrameSource) -> None: ...
+
+    def update(self, frames: int, vehicles: int, fps: float) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class Pipeline:
+    """Loads the models once; `run()` processes one source into one output folder."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self.config = config
+        self.detector = VehicleDetector(config.detector)
+        self.recognizer = BrandRecognizer(config.brands) if config.brands.enabled else None
+
+    def run(
+        self,
+        source: str | Path,
+        out_dir: str | Path,
+        max_frames: int | None = None,
+        show: bool = False,
+        progress: ProgressCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> RunSummary:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        frame_source = open_source(source, self.config.source)
+        summary = RunSummary(source=frame_source.name, out_dir=out)
+        progress = progress or ProgressCallback()
+        cfg = self.config.output
+        started = time.perf_counter()
+        with ExitStack() as stack:
+            # Sinks first: whatever happens to the source, they are closed (finalised) last.
+            events = stack.enter_context(EventLog(out / "events.jsonl"))
+            table = stack.enter_context(VehicleCsv(out / "vehicles.csv")) if cfg.csv else None
+            snapshots = SnapshotWriter(out) if cfg.snapshots else None
+            try:
+                stack.enter_context(frame_source)
+            except SourceError as exc:
+                events.write({"event": "stream", "status": "error", "source": frame_source.name,
+                              "error": str(exc), "wall_time": utc_now_iso()})
+                raise
+            video = stack.enter_context(VideoSink(out / "annotated.mp4", frame_source.fps, cfg.codec)) if cfg.video else None
+            window = stack.enter_context(LiveWindow(self.config.display.window_name, self.config.display.max_window_px)) if show else None
+            tracker = VehicleTracker(self.config.tracker, frame_rate=frame_source.fps)
+            annotator = Annotator(self.detector.names, cfg.draw_clock)
+            events.write({"event": "stream", "status": "started", "source": frame_source.name,
+                          "live": frame_source.is_live, "fps": round(frame_source.fps, 3),
+                          "total_frames": frame_source.total_frames, "wall_time": utc_now_iso()})
+            progress.start(frame_source)
+
+            def finish(track: TrackState) -> None:
+                record = self._record(track, frame_source.name, snapshots)
+                events.write(record.to_event())
+                if table is not None:
+                    table.write(record)
+                summary.vehicles += 1
+                summary.brands_decided += record.brand != "unknown"
+
+            try:
+                for frame in frame_source.frames():
+                    tracked, ended = self._step(frame, tracker, events)
+                    for track in ended:
+                        finish(track)
+                    if video is not None or window is not None:
+                        annotated = annotator.draw(frame, tracked, tracker.tracks, tracker.confirmed_count)
+                        if video is not None:
+                            video.write(annotated)
+                        if window is not None and not window.show(annotated):
+                            summary.stopped_by = "quit"
+                    summary.frames += 1
+                    progress.update(summary.frames, tracker.confirmed_count, summary.frames / max(1e-9, time.perf_counter() - started))
+                    if summary.stopped_by == "quit":
+                        break
+                    if max_frames is not None and summary.frames >= max_frames:
+                        summary.stopped_by = "max-frames"
+                        break
+                    if should_stop is not None and should_stop():
+                        summary.stopped_by = "interrupted"
+                        break
+            except KeyboardInterrupt:
+                summary.stopped_by = "interrupted"
+            except SourceError as exc:
+                summary.stopped_by, summary.error = "error", str(exc)
+            finally:
+                # End of input, quit, Ctrl-C or a lost stream: every open track is reported.
+                for track in tracker.flush():
+                    finish(track)
+                progress.stop()
+                summary.elapsed_s = time.perf_counter() - started
+                summary.frames_dropped = frame_source.frames_dropped
+                summary.codec = video.codec_name if video is not None else None
+                truncated = getattr(frame_source, "truncated", False)
+                events.write({"event": "stream", "status": "error" if summary.error else "ended",
+                              "source": frame_source.name, "reason": summary.stopped_by, "error": summary.error,
+                              "frames": summary.frames, "frames_dropped": summary.frames_dropped,
+                              "truncated": truncated, "vehicles": summary.vehicles,
+                              "brands_decided": summary.brands_decided, "elapsed_s": round(summary.elapsed_s, 3),
+                              "fps": round(summary.fps, 2), "codec": summary.codec, "wall_time": utc_now_iso()})
+        return summary
+
+    def _step(self, frame: Frame, tracker: VehicleTracker, events: EventLog) -> tuple[Detections, list[TrackState]]:
+        detections = self.detector.detect(frame.image)
+        tracked, ended = tracker.update(detections, frame)
+        for row, track_id in enumerate(tracked.tracker_id):
+            track = tracker.tracks.get(int(track_id))
+            area = float(tracked.area[row])
+            if track is not None and area > track.best_view_area * SNAPSHOT_GROWTH:
+                track.best_view, _ = crop(frame.image, tracked.xyxy[row], VEHICLE_PAD)
+                track.best_view = track.best_view.copy()
+                track.best_view_area = area
+        if self.recognizer is not None and len(tracked):
+            for change in self.recognizer.process(frame, tracked, tracker.tracks):
+                d = change.decision
+                events.write({"event": "brand", "track_id": change.track.track_id, "brand": d.brand,
+                              "brand_confidence": d.confidence, "votes": d.votes, "frame": frame.index,
+                              "stream_s": round(frame.timestamp_s, 3), "wall_time": utc_now_iso()})
+        return tracked, ended
+
+    def _record(self, track: TrackState, source: str, snapshots: SnapshotWriter | None) -> VehicleRecord:
+        decision = track_decision(track)
+        snapshot = badge_snapshot = None
+        if snapshots is not None:
+            snapshot = snapshots.save(f"vehicle_{track.track_id:06d}", track.best_view)
+            best_badge = track.brand.best_badge if track.brand is not None else None
+            if best_badge is not None:
+                badge_snapshot = snapshots.save(f"badge_{track.track_id:06d}", best_badge.badge_image)
+        readings = track.brand.votes.readings if track.brand is not None else 0
+        return VehicleRecord(
+            track_id=track.track_id,
+            vehicle_class=self.detector.names.get(track.class_id, str(track.class_id)),
+            first_frame=track.first_frame,
+            last_frame=track.last_frame,
+            first_seen_s=round(track.first_seen_s, 3),
+            last_seen_s=round(track.last_seen_s, 3),
+            wall_time=utc_now_iso(),
+            brand=decision.brand,
+            brand_confidence=float(decision.confidence),
+            votes=decision.votes,
+            readings=readings,
+            bbox=[round(float(v), 1) for v in track.bbox],
+            snapshot=snapshot,
+            badge_snapshot=badge_snapshot,
+            frames_seen=track.hits,
+            detection_confidence=round(float(track.last_confidence), 4),
+            source=source,
+        )

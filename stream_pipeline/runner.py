@@ -1,0 +1,121 @@
+"""`stream-pipeline run`: resolve the source(s) and output folder, show progress, summarise."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from stream_pipeline.core.config import load_config
+from stream_pipeline.core.errors import SourceError, UserError
+from stream_pipeline.pipeline import Pipeline, ProgressCallback, RunSummary
+from stream_pipeline.sources import VIDEO_SUFFIXES, FrameSource, is_live
+
+log = logging.getLogger(__name__)
+console = Console(stderr=True)
+
+
+class RichProgress(ProgressCallback):
+    """A bar for files (frames of total), a live counter for streams."""
+
+    def __init__(self, max_frames: int | None) -> None:
+        self.max_frames = max_frames
+        self._progress: Progress | None = None
+        self._task = None
+
+    def start(self, source: FrameSource) -> None:
+        total = source.total_frames
+        if self.max_frames is not None and total is not None:
+            total = min(total, self.max_frames)
+        columns = [SpinnerColumn(), TextColumn("[bold]{task.description}")]
+        if total is not None:
+            columns += [BarColumn(), MofNCompleteColumn()]
+        else:
+            columns += [TextColumn("{task.completed} frames")]
+        columns += [TextColumn("{task.fields[fps]:.1f} FPS"), TextColumn("{task.fields[vehicles]} vehicles"), TimeElapsedColumn()]
+        self._progress = Progress(*columns, console=console, transient=False)
+        name = Path(source.name).name if not source.is_live else source.name
+        self._task = self._progress.add_task(name, total=total, fps=0.0, vehicles=0)
+        self._progress.start()
+
+    def update(self, frames: int, vehicles: int, fps: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=frames, fps=fps, vehicles=vehicles)
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def list_videos(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+
+
+def resolve_sources(source: str) -> list[str]:
+    """One entry per input: the source itself, or each video in a folder."""
+    if is_live(source):
+        return [source]
+    path = Path(source).expanduser()
+    if path.is_dir():
+        videos = list_videos(path)
+        if not videos:
+            raise UserError(f"no video files in folder {path} (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
+        return [str(v) for v in videos]
+    if not path.exists():
+        raise SourceError(f"input not found: {path}")
+    return [str(path)]
+
+
+def default_out_dir() -> Path:
+    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _report(summary: RunSummary) -> None:
+    line = (
+        f"{summary.source}: {summary.frames} frames in {summary.elapsed_s:.1f} s ({summary.fps:.1f} FPS), "
+        f"{summary.vehicles} vehicles, {summary.brands_decided} with a brand"
+    )
+    if summary.frames_dropped:
+        line += f", {summary.frames_dropped} frames skipped to stay live"
+    console.print(line, markup=False)
+    console.print(f"  outputs: {summary.out_dir}/ (annotated.mp4: {summary.codec or 'off'}; events.jsonl, vehicles.csv, snapshots/)", markup=False)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UserError("--max-frames must be at least 1")
+    sources = resolve_sources(args.source)
+    out_root = Path(args.out) if args.out else default_out_dir()
+    folder_mode = len(sources) > 1 or Path(args.source).is_dir()
+    pipeline = Pipeline(config)
+    failures: list[str] = []
+    for source in sources:
+        out_dir = out_root / Path(source).stem if folder_mode else out_root
+        progress = None if args.no_progress else RichProgress(args.max_frames)
+        try:
+            summary = pipeline.run(source, out_dir, max_frames=args.max_frames, show=args.show, progress=progress)
+        except SourceError as exc:
+            if not folder_mode:
+                raise
+            console.print(f"[red]skipped[/red] {source}: {exc}")
+            failures.append(f"{source}: {exc}")
+            continue
+        _report(summary)
+        if summary.error:
+            if not folder_mode:
+                raise SourceError(f"{summary.error} (outputs so far kept in {summary.out_dir})")
+            failures.append(f"{source}: {summary.error}")
+        if summary.stopped_by in ("interrupted", "quit"):
+            if summary.stopped_by == "interrupted":
+                console.print(f"interrupted: outputs finalised in {summary.out_dir}")
+                return 130
+            break
+    if failures:
+        raise SourceError(f"{len(failures)} of {len(sources)} inputs failed; first: {failures[0]}")
+    return 0

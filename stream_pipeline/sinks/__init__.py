@@ -1,0 +1,1 @@
+"""Outputs: annotated video, event log, CSV, snapshots, live window."""

@@ -1,0 +1,103 @@
+"""Annotated video writer: H.264 through PyAV (libx264), OpenCV mp4v as fallback.
+
+OpenCV's pip wheels ship FFmpeg without an H.264 encoder, so H.264 (playable in every
+browser and player) goes through PyAV. Frames are written as they come: if the run
+stops early the file is still finalised by `close()` (context manager exit).
+"""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stream_pipeline.core.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class VideoSink:
+    def __init__(self, path: str | Path, fps: float, codec: str = "auto") -> None:
+        self.path = Path(path)
+        self.fps = fps if fps > 0 else 25.0
+        self.requested = codec
+        self.codec_name: str | None = None
+        self.frames_written = 0
+        self._size: tuple[int, int] | None = None
+        self._av_container = None
+        self._av_stream = None
+        self._cv_writer: cv2.VideoWriter | None = None
+
+    def __enter__(self) -> "VideoSink":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _open(self, width: int, height: int) -> None:
+        self._size = (width, height)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.requested in ("auto", "h264") and self._open_h264(width, height):
+            return
+        if self.requested == "h264":
+            raise UserError("H.264 encoding requested (output.codec: h264) but libx264 is not available")
+        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
+        if not writer.isOpened():
+            raise UserError(f"cannot write video {self.path}")
+        self._cv_writer = writer
+        self.codec_name = "mp4v (MPEG-4 part 2, OpenCV)"
+        log.warning("H.264 encoder unavailable; writing %s with the fallback codec %s", self.path, self.codec_name)
+
+    def _open_h264(self, width: int, height: int) -> bool:
+        try:
+            import av
+        except ImportError:
+            return False
+        try:
+            container = av.open(str(self.path), mode="w")
+            stream = container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+        except (av.error.FFmpegError, ValueError) as exc:
+            log.debug("libx264 unavailable: %s", exc)
+            return False
+        # yuv420p needs even dimensions; odd frames get one padded row/column.
+        stream.width, stream.height = width + width % 2, height + height % 2
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "23"}
+        self._av_container, self._av_stream = container, stream
+        self.codec_name = "h264 (libx264)"
+        log.info("writing %s as %s", self.path, self.codec_name)
+        return True
+
+    def write(self, image: np.ndarray) -> None:
+        height, width = image.shape[:2]
+        if self._size is None:
+            self._open(width, height)
+        elif (width, height) != self._size:
+            # Streams can change resolution mid-way (camera reconfigured); keep one size.
+            image = cv2.resize(image, self._size)
+        if self._av_stream is not None:
+            import av
+
+            if image.shape[1] % 2 or image.shape[0] % 2:
+                image = cv2.copyMakeBorder(image, 0, image.shape[0] % 2, 0, image.shape[1] % 2, cv2.BORDER_REPLICATE)
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            for packet in self._av_stream.encode(frame):
+                self._av_container.mux(packet)
+        else:
+            self._cv_writer.write(image)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if self._av_container is not None:
+            try:
+                for packet in self._av_stream.encode():  # flush delayed frames
+                    self._av_container.mux(packet)
+            finally:
+                self._av_container.close()
+                self._av_container = self._av_stream = None
+        if self._cv_writer is not None:
+            self._cv_writer.release()
+            self._cv_writer = None

@@ -1,0 +1,63 @@
+"""`--show`: a live OpenCV window; `q` or Esc quits. Headless machines continue without it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def display_available() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+class LiveWindow:
+    def __init__(self, title: str = "stream-pipeline", max_px: int = 1280) -> None:
+        self.title = title
+        self.max_px = max_px
+        self.enabled = False
+
+    def __enter__(self) -> "LiveWindow":
+        if not display_available():
+            log.warning("no display available: --show ignored, continuing headless")
+            return self
+        try:
+            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+            self.enabled = True
+        except cv2.error as exc:
+            log.warning("cannot open a window (%s): continuing headless", str(exc).strip().splitlines()[-1])
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.enabled:
+            try:
+                cv2.destroyWindow(self.title)
+                cv2.waitKey(1)
+            except cv2.error:
+                pass
+            self.enabled = False
+
+    def show(self, image: np.ndarray) -> bool:
+        """Show a frame; returns False when the user asked to quit."""
+        if not self.enabled:
+            return True
+        scale = self.max_px / max(image.shape[:2])
+        if scale < 1:
+            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        cv2.imshow(self.title, image)
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), ord("Q"), 27):
+            return False
+        try:  # the window's close button
+            if cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+                return False
+        except cv2.error:
+            return False
+        return True

@@ -1,0 +1,57 @@
+"""Common interface of every frame source."""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Iterator
+
+from stream_pipeline.core.types import Frame
+
+
+def redact(url: str) -> str:
+    """Hide the password of `rtsp://user:pass@host/...` so logs and events don't leak it."""
+    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
+
+
+class FrameSource(abc.ABC):
+    """A context manager yielding `Frame`s.
+
+    Files yield every frame in order; live sources yield the newest frame available
+    (older unread frames are dropped so latency never grows).
+    """
+
+    name: str  # printable name (credentials redacted)
+    is_live: bool
+
+    def __enter__(self) -> "FrameSource":
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Open the source or raise SourceError with a one-line reason."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def frames(self) -> Iterator[Frame]: ...
+
+    @property
+    @abc.abstractmethod
+    def fps(self) -> float:
+        """Nominal frame rate (used for the output video and timestamps)."""
+
+    @property
+    def total_frames(self) -> int | None:
+        """Frame count when known in advance (files), else None."""
+        return None
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames read from the device but skipped because a newer one arrived."""
+        return 0

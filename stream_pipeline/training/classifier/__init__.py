@@ -1,0 +1,1 @@
+"""Brand classifier: dataset building, training, evaluation."""

@@ -1,0 +1,182 @@
+"""Sub-commands of the brand classifier: import-brands, build-brand-dataset, train-classifier,
+evaluate-classifier, classify, benchmark-classifier.
+
+Heavy libraries (tensorflow, openvino) are imported inside the command functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from stream_pipeline.core.errors import UserError
+
+
+def _shared(args) -> Path:
+    from stream_pipeline.core.paths import shared_dir
+
+    return Path(args.shared).resolve() if getattr(args, "shared", None) else shared_dir()
+
+
+def _model_dir(args) -> Path:
+    from stream_pipeline.brands.classifier import DEFAULT_MODEL_DIR
+
+    return Path(args.model_dir) if getattr(args, "model_dir", None) else DEFAULT_MODEL_DIR
+
+
+def _cmd_import_brands(args) -> int:
+    from stream_pipeline.training.classifier.dataset import NameMapper, validate_brand_folder
+
+    folder = Path(args.folder)
+    shared = None
+    try:
+        shared = _shared(args)
+    except UserError:
+        pass
+    mapper = NameMapper.from_shared(shared) if shared is not None else None
+    report = validate_brand_folder(folder, mapper, min_images=args.min_images)
+    summary = report.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{folder}: {summary['usable_images']} usable images in {len(summary['brands'])} brands")
+        for brand, n in summary["brands"].items():
+            flag = "  (too few)" if brand in summary["brands_with_too_few_images"] else ""
+            print(f"  {brand:<24} {n:5d}{flag}")
+        for key in ("unmapped_folders", "unreadable", "tiny", "skipped_non_images"):
+            if summary[key]:
+                print(f"{key.replace('_', ' ')} ({len(summary[key])}): " + ", ".join(summary[key][:20]))
+        print(f"exact duplicate sets: {len(summary['exact_duplicates'])}; near-duplicate groups: "
+              f"{len(summary['near_duplicate_groups'])} "
+              f"({sum(len(g) for g in summary['near_duplicate_groups'])} images); "
+              f"groups spanning brands: {len(summary['cross_brand_duplicates'])}")
+    if args.report:
+        Path(args.report).write_text(json.dumps(summary, indent=2))
+    return 0 if not (summary["unreadable"] or summary["unmapped_folders"]) or not args.strict else 1
+
+
+def _cmd_build_dataset(args) -> int:
+    from stream_pipeline.training.classifier.dataset import build_brand_dataset, write_manifest
+
+    out = _model_dir(args)
+    records, info = build_brand_dataset(_shared(args), min_images=args.min_images, seed=args.seed)
+    write_manifest(out / "split_manifest.csv", records)
+    (out / "dataset.json").write_text(json.dumps(info, indent=1))
+    print(f"{len(info['classes'])} classes, {len(records)} records, {info['groups']} groups "
+          f"({info['near_duplicate_groups']} near-duplicate groups); unseen brands: {info['unseen_brands']}")
+    print(f"manifest: {out / 'split_manifest.csv'}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from stream_pipeline.training.classifier import train
+
+    shared = _shared(args)
+    if args.arch == "cnn":
+        train.train_cnn(shared, epochs=args.epochs or 40, seed=args.seed, threads=args.threads,
+                        resume=args.resume)
+    else:
+        train.train_mobilenet(shared, head_epochs=args.epochs or 30, finetune_epochs=args.finetune_epochs,
+                              seed=args.seed, threads=args.threads, resume=args.resume,
+                              model_dir=_model_dir(args))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from stream_pipeline.training.classifier import evaluate
+
+    report = evaluate.evaluate(_shared(args), arch=args.arch, model_dir=_model_dir(args), threads=args.threads)
+    print(json.dumps(report["summary"], indent=2))
+    return 0
+
+
+def _cmd_classify(args) -> int:
+    from stream_pipeline.brands.classifier import BrandClassifier
+    from stream_pipeline.training.classifier.dataset import read_image
+
+    clf = BrandClassifier.load(_model_dir(args) if args.model_dir else None, threshold=args.threshold)
+    images, paths, failed = [], [], 0
+    for p in args.images:
+        img = read_image(Path(p)) if Path(p).is_file() else None
+        if img is None:
+            print(f"stream-pipeline: cannot read image: {p}", file=sys.stderr)
+            failed += 1
+            continue
+        images.append(img)
+        paths.append(p)
+    for path, pred in zip(paths, clf.classify(images)):
+        if args.json:
+            print(json.dumps({"path": path, "brand": pred.brand, "confidence": round(pred.confidence, 4),
+                              "top": [[s.brand, round(s.probability, 4)] for s in pred.top]}))
+        else:
+            tops = ", ".join(f"{s.brand} {s.probability:.2f}" for s in pred.top)
+            print(f"{path}: {pred.brand} ({pred.confidence:.2f})  [{tops}]")
+    if failed and not paths:
+        raise UserError(f"none of the {failed} images could be read")
+    return 1 if failed else 0
+
+
+def _cmd_benchmark(args) -> int:
+    from stream_pipeline.training.classifier.evaluate import benchmark
+
+    result = benchmark(_model_dir(args), batch=args.batch, seconds=args.seconds, threads=args.threads,
+                       keras_too=args.keras)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    """Register sub-commands on the top-level argparse subparsers."""
+
+    def common(p, model=True):
+        p.add_argument("--shared", default=None, help="shared data folder (default: ../shared or $STREAM_PIPELINE_SHARED)")
+        if model:
+            p.add_argument("--model-dir", default=None, help="model folder (default: models/brand_classifier)")
+
+    p = subparsers.add_parser("import-brands", help="validate a folder-per-brand image set and report what it holds")
+    p.add_argument("folder", help="folder with one sub-folder of images per brand")
+    p.add_argument("--min-images", type=int, default=20, help="flag brands with fewer usable images")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.add_argument("--report", default=None, help="also write the JSON report to this file")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any file is unreadable or a folder unmapped")
+    common(p, model=False)
+    p.set_defaults(func=_cmd_import_brands)
+
+    p = subparsers.add_parser("build-brand-dataset", help="build the de-duplicated 80/10/10 brand split manifest")
+    p.add_argument("--min-images", type=int, default=20, help="duplicate-free images a brand needs to be a class")
+    p.add_argument("--seed", type=int, default=1337)
+    common(p)
+    p.set_defaults(func=_cmd_build_dataset)
+
+    p = subparsers.add_parser("train-classifier", help="train the brand classifier (MobileNetV2) or the original CNN")
+    p.add_argument("--arch", choices=["mobilenet", "cnn"], default="mobilenet")
+    p.add_argument("--epochs", type=int, default=None, help="max epochs (head stage for mobilenet; default 30/40)")
+    p.add_argument("--finetune-epochs", type=int, default=20, help="max fine-tuning epochs (mobilenet)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for TensorFlow")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--resume", action="store_true", help="reuse cached features / finished stages / checkpoints")
+    common(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = subparsers.add_parser("evaluate-classifier", help="evaluate on the test split: metrics JSON, confusion matrix, curves")
+    p.add_argument("--arch", choices=["mobilenet", "cnn"], default="mobilenet")
+    p.add_argument("--threads", type=int, default=2)
+    common(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = subparsers.add_parser("classify", help="name the brand of badge crop images")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--json", action="store_true", help="one JSON object per line per image")
+    p.add_argument("--threshold", type=float, default=None, help="rejection threshold (default: model's calibrated one)")
+    common(p)
+    p.set_defaults(func=_cmd_classify)
+
+    p = subparsers.add_parser("benchmark-classifier", help="batched classification throughput (crops/s)")
+    p.add_argument("--batch", type=int, default=32, help="crops per batch")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--keras", action="store_true", help="also time the Keras model")
+    common(p)
+    p.set_defaults(func=_cmd_benchmark)

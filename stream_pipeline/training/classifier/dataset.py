@@ -1,0 +1,484 @@
+"""Brand dataset: name mapping, folder validation, near-duplicate grouping, split manifest.
+
+Everything here works on paths relative to the shared data folder so the manifest
+(`models/brand_classifier/split_manifest.csv`) is portable. No TensorFlow import.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stream_pipeline.core.errors import UserError
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+MIN_SIDE_PX = 16  # smaller images are reported as "tiny" and skipped
+PHASH_MAX_DISTANCE = 6  # Hamming distance (of 64 bits) under which two images are near-duplicates
+CROP_MARGIN = 0.15  # margin added on each side of a badge box when it is cropped out
+
+# Spellings seen in the data sets -> catalogue slug (after lower-casing, spaces/underscores -> '-').
+SLUG_ALIASES = {
+    "mercedes": "mercedes-benz",
+    "mercedes-benz": "mercedes-benz",
+    "benz": "mercedes-benz",
+    "vw": "volkswagen",
+    "range-rover": "land-rover",
+    "landrover": "land-rover",
+    "rollsroyce": "rolls-royce",
+    "chevy": "chevrolet",
+    "citroën": "citroen",
+    "skoda-auto": "skoda",
+    "škoda": "skoda",
+    "alfa": "alfa-romeo",
+    "alfaromeo": "alfa-romeo",
+    "aston-martin": "aston-martin",
+    "vauxhall-opel": "opel",
+}
+
+# The 10 brands of the original study (logos-seed), as slugs.
+ORIGINAL_BRANDS = (
+    "bmw", "ferrari", "fiat", "ford", "jaguar", "kia", "mercedes-benz", "opel", "renault", "volkswagen",
+)
+
+
+def _normalise(name: str) -> str:
+    text = name.strip().lower().replace("_", "-").replace(" ", "-")
+    return re.sub(r"-+", "-", text)
+
+
+def load_catalogue(shared: Path) -> dict[str, Path]:
+    """slug -> logo PNG path, from data/logo-catalogue/data.json."""
+    folder = shared / "data" / "logo-catalogue"
+    data_file = folder / "data.json"
+    if not data_file.is_file():
+        raise UserError(f"logo catalogue not found: {data_file}")
+    out: dict[str, Path] = {}
+    for entry in json.loads(data_file.read_text()):
+        slug = entry["slug"]
+        png = folder / f"{slug}.png"
+        if png.is_file():
+            out[slug] = png
+    return out
+
+
+class NameMapper:
+    """Maps a brand spelling (`Mercedes`, `VW`, `range-rover`) to a catalogue slug."""
+
+    def __init__(self, slugs: set[str], names: dict[str, str] | None = None):
+        self.slugs = set(slugs)
+        self.by_name = {_normalise(k): v for k, v in (names or {}).items()}
+
+    @classmethod
+    def from_shared(cls, shared: Path) -> "NameMapper":
+        data = json.loads((shared / "data" / "logo-catalogue" / "data.json").read_text())
+        return cls({e["slug"] for e in data}, {e["name"]: e["slug"] for e in data})
+
+    def __call__(self, name: str) -> str | None:
+        key = _normalise(name)
+        for candidate in (SLUG_ALIASES.get(key), key, self.by_name.get(key), key.replace("-", "")):
+            if candidate and candidate in self.slugs:
+                return candidate
+        return None
+
+
+# ----------------------------------------------------------------------------- hashing
+
+def phash64(gray: np.ndarray) -> int:
+    """64-bit DCT perceptual hash (same construction as imagehash.phash, in OpenCV)."""
+    small = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    low = cv2.dct(small)[:8, :8].flatten()
+    bits = low > np.median(low)
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def group_near_duplicates(hashes: list[int], max_distance: int = PHASH_MAX_DISTANCE,
+                          links: list[tuple[int, int]] | None = None) -> list[int]:
+    """Union-find over items whose hashes differ by <= max_distance bits (plus explicit links).
+
+    Returns a group id per item (the smallest index in its group).
+    """
+    n = len(hashes)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(a: int, b: int) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    arr = np.array(hashes, dtype=np.uint64)
+    for i in range(n - 1):
+        dist = np.bitwise_count(arr[i + 1:] ^ arr[i])
+        for j in np.nonzero(dist <= max_distance)[0]:
+            union(i, i + 1 + int(j))
+    for a, b in links or []:
+        union(a, b)
+    return [find(i) for i in range(n)]
+
+
+# ----------------------------------------------------------------------------- folder validation
+
+@dataclass
+class FolderReport:
+    root: str
+    brands: dict[str, int] = field(default_factory=dict)  # slug -> usable images
+    folder_to_slug: dict[str, str] = field(default_factory=dict)
+    unmapped_folders: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    tiny: list[str] = field(default_factory=list)
+    exact_duplicates: list[list[str]] = field(default_factory=list)
+    near_duplicate_groups: list[list[str]] = field(default_factory=list)
+    cross_brand_duplicates: list[list[str]] = field(default_factory=list)
+    skipped_non_images: list[str] = field(default_factory=list)
+    too_few: list[str] = field(default_factory=list)
+    images: list[dict] = field(default_factory=list)  # usable: {"path", "brand", "group", "phash"}
+
+    def summary(self) -> dict:
+        return {
+            "root": self.root,
+            "usable_images": len(self.images),
+            "brands": dict(sorted(self.brands.items())),
+            "folder_to_slug": self.folder_to_slug,
+            "unmapped_folders": self.unmapped_folders,
+            "unreadable": self.unreadable,
+            "tiny": self.tiny,
+            "exact_duplicates": self.exact_duplicates,
+            "near_duplicate_groups": self.near_duplicate_groups,
+            "cross_brand_duplicates": self.cross_brand_duplicates,
+            "skipped_non_images": self.skipped_non_images,
+            "brands_with_too_few_images": self.too_few,
+        }
+
+
+def read_image(path: Path) -> np.ndarray | None:
+    """BGR uint8 image, or None if the file cannot be decoded (alpha composited on white)."""
+    data = np.fromfile(str(path), dtype=np.uint8)
+    if data.size == 0:
+        return None
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        return None
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:
+        alpha = img[:, :, 3:4].astype(np.float32) / 255.0
+        img = (img[:, :, :3].astype(np.float32) * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+    if img.dtype != np.uint8:
+        img = cv2.convertScaleAbs(img, alpha=255.0 / max(1, int(img.max())))
+    return img
+
+
+def validate_brand_folder(root: Path, mapper: NameMapper | None = None, min_images: int = 1,
+                          max_distance: int = PHASH_MAX_DISTANCE, strict_names: bool = False) -> FolderReport:
+    """Scan a folder-per-brand image set: map folder names to slugs, find unreadable and tiny
+    files, exact and near duplicates (within and across brands)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"not a folder: {root}")
+    report = FolderReport(root=str(root))
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise UserError(f"{root} has no brand sub-folders (expected <root>/<brand>/<image>)")
+    entries: list[tuple[str, str, int, str]] = []  # rel path, slug, phash, md5
+    for folder in folders:
+        slug = mapper(folder.name) if mapper else None
+        if slug is None:
+            if mapper is not None and strict_names:
+                report.unmapped_folders.append(folder.name)
+                continue
+            if mapper is not None:
+                report.unmapped_folders.append(folder.name)
+            slug = _normalise(folder.name)
+        report.folder_to_slug[folder.name] = slug
+        for path in sorted(folder.rglob("*")):
+            if not path.is_file():
+                continue
+            rel = str(path.relative_to(root))
+            if path.suffix.lower() not in IMAGE_EXTS:
+                report.skipped_non_images.append(rel)
+                continue
+            img = read_image(path)
+            if img is None:
+                report.unreadable.append(rel)
+                continue
+            if min(img.shape[:2]) < MIN_SIDE_PX:
+                report.tiny.append(rel)
+                continue
+            md5 = hashlib.md5(path.read_bytes()).hexdigest()
+            entries.append((rel, slug, phash64(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)), md5))
+    by_md5: dict[str, list[int]] = defaultdict(list)
+    for i, e in enumerate(entries):
+        by_md5[e[3]].append(i)
+    links = []
+    for idx in by_md5.values():
+        if len(idx) > 1:
+            report.exact_duplicates.append([entries[i][0] for i in idx])
+            links += [(idx[0], j) for j in idx[1:]]
+    groups = group_near_duplicates([e[2] for e in entries], max_distance, links)
+    members: dict[int, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        members[g].append(i)
+    for idx in members.values():
+        if len(idx) > 1:
+            report.near_duplicate_groups.append([entries[i][0] for i in idx])
+            if len({entries[i][1] for i in idx}) > 1:
+                report.cross_brand_duplicates.append([entries[i][0] for i in idx])
+    counts = Counter()
+    for i, (rel, slug, ph, _md5) in enumerate(entries):
+        report.images.append({"path": rel, "brand": slug, "group": groups[i], "phash": ph})
+        counts[slug] += 1
+    report.brands = dict(counts)
+    report.too_few = sorted(b for b, n in counts.items() if n < min_images)
+    return report
+
+
+# ----------------------------------------------------------------------------- the project data set
+
+@dataclass
+class Record:
+    key: str  # unique id: "<path>" or "<path>#<box index>"
+    source: str  # logos-seed | logos-extra | logo-boxes | logo-boxes-flickr | background
+    path: str  # relative to the shared folder
+    brand: str  # catalogue slug ("other" for background patches)
+    box: tuple[int, int, int, int] | None = None  # x1 y1 x2 y2 pixels in the image
+    group: str = ""
+    split: str = ""  # train | val | test | unseen (brand has too few images: used for rejection)
+
+    @property
+    def domain(self) -> str:
+        return "street" if self.source in ("logo-boxes", "logo-boxes-flickr") else "web"
+
+
+def expand_box(box, width: int, height: int, margin: float) -> tuple[int, int, int, int]:
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    return (max(0, int(round(x1 - margin * w))), max(0, int(round(y1 - margin * h))),
+            min(width, int(round(x2 + margin * w))), min(height, int(round(y2 + margin * h))))
+
+
+def load_record_image(shared: Path, rec: Record, margin: float = CROP_MARGIN) -> np.ndarray:
+    img = read_image(shared / rec.path)
+    if img is None:
+        raise UserError(f"cannot read {shared / rec.path}")
+    if rec.box is None:
+        return img
+    x1, y1, x2, y2 = expand_box(rec.box, img.shape[1], img.shape[0], margin)
+    return img[y1:y2, x1:x2]
+
+
+def _box_records(shared: Path, name: str, mapper: NameMapper) -> tuple[list[Record], list[str]]:
+    folder = shared / "data" / name
+    classes = [c.strip() for c in (folder / "classes.txt").read_text().splitlines() if c.strip()]
+    slugs = [mapper(c) for c in classes]
+    problems = [f"{name}: class '{c}' has no catalogue slug" for c, s in zip(classes, slugs) if s is None]
+    records = []
+    for label in sorted((folder / "labels").glob("*.txt")):
+        images = [p for p in (folder / "images").glob(label.stem + ".*") if p.suffix.lower() in IMAGE_EXTS]
+        if not images:
+            problems.append(f"{name}: no image for {label.name}")
+            continue
+        img_path = images[0]
+        img = read_image(img_path)
+        if img is None:
+            problems.append(f"{name}: unreadable {img_path.name}")
+            continue
+        h, w = img.shape[:2]
+        for k, line in enumerate(label.read_text().split("\n")):
+            parts = line.split()
+            if len(parts) != 5:
+                continue
+            cls, cx, cy, bw, bh = int(parts[0]), *map(float, parts[1:])
+            if cls >= len(slugs) or slugs[cls] is None:
+                continue
+            box = (int(round((cx - bw / 2) * w)), int(round((cy - bh / 2) * h)),
+                   int(round((cx + bw / 2) * w)), int(round((cy + bh / 2) * h)))
+            box = (max(0, box[0]), max(0, box[1]), min(w, box[2]), min(h, box[3]))
+            if box[2] - box[0] < 4 or box[3] - box[1] < 4:
+                problems.append(f"{name}: box too small in {label.name} line {k + 1}")
+                continue
+            rel = str(img_path.relative_to(shared))
+            records.append(Record(f"{rel}#{k}", name, rel, slugs[cls], box))
+    return records, problems
+
+
+def build_brand_dataset(shared: Path, min_images: int = 20, seed: int = 1337,
+                        n_background: int = 1500) -> tuple[list[Record], dict]:
+    """Collect every labelled image/crop in shared/data, group near-duplicates, split 80/10/10.
+
+    Brands with fewer than `min_images` duplicate-free groups are marked `unseen` (used to
+    measure unknown-brand rejection). Background (non-logo) patches from the street photos,
+    taken away from any badge box, are added with brand `other`.
+    """
+    mapper = NameMapper.from_shared(shared)
+    records: list[Record] = []
+    problems: list[str] = []
+    for name in ("logos-seed", "logos-extra"):
+        rep = validate_brand_folder(shared / "data" / name, mapper)
+        problems += [f"{name}: unmapped folder {f}" for f in rep.unmapped_folders]
+        problems += [f"{name}: unreadable {f}" for f in rep.unreadable]
+        problems += [f"{name}: tiny {f}" for f in rep.tiny]
+        for item in rep.images:
+            records.append(Record(f"data/{name}/{item['path']}", name, f"data/{name}/{item['path']}",
+                                  item["brand"]))
+    for name in ("logo-boxes", "logo-boxes-flickr"):
+        recs, probs = _box_records(shared, name, mapper)
+        records += recs
+        problems += probs
+
+    # Perceptual hashes of what the model sees (the crop), plus links between boxes of one photo.
+    hashes, links, first_of_image = [], [], {}
+    for i, rec in enumerate(records):
+        img = load_record_image(shared, rec)
+        hashes.append(phash64(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)))
+        if rec.box is not None:
+            if rec.path in first_of_image:
+                links.append((first_of_image[rec.path], i))
+            else:
+                first_of_image[rec.path] = i
+    group_ids = group_near_duplicates(hashes, PHASH_MAX_DISTANCE, links)
+    for rec, g in zip(records, group_ids):
+        rec.group = f"g{g}"
+
+    groups: dict[str, list[Record]] = defaultdict(list)
+    for rec in records:
+        groups[rec.group].append(rec)
+    group_count = Counter()
+    for g, members in groups.items():
+        for brand in {m.brand for m in members}:
+            group_count[brand] += 1
+    classes = sorted(b for b, n in group_count.items() if n >= min_images)
+    unseen = sorted(b for b, n in group_count.items() if n < min_images)
+
+    # Stratified split by (brand, domain) of each group's first member, fixed seed.
+    rng = random.Random(seed)
+    strata: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for g in sorted(groups, key=lambda s: int(s[1:])):
+        first = groups[g][0]
+        strata[(first.brand, first.domain)].append(g)
+    split_of: dict[str, str] = {}
+    for (brand, _domain), glist in sorted(strata.items()):
+        if brand in unseen:
+            for g in glist:
+                split_of[g] = "unseen"
+            continue
+        rng.shuffle(glist)
+        n = len(glist)
+        n_test = max(1, round(0.1 * n)) if n >= 5 else 0
+        n_val = max(1, round(0.1 * n)) if n >= 5 else 0
+        for k, g in enumerate(glist):
+            split_of[g] = "test" if k < n_test else "val" if k < n_test + n_val else "train"
+    for rec in records:
+        rec.split = split_of[rec.group]
+        if rec.brand in unseen:
+            rec.split = "unseen"
+    records += _background_records(shared, records, n_background, seed)
+    conflicts = [g for g, m in groups.items() if len({r.brand for r in m}) > 1]
+    catalogue = catalogue_split(sorted(load_catalogue(shared)), classes, unseen, seed)
+    info = {
+        "seed": seed,
+        "min_images": min_images,
+        "phash_max_distance": PHASH_MAX_DISTANCE,
+        "crop_margin": CROP_MARGIN,
+        "classes": classes,
+        "unseen_brands": unseen,
+        "catalogue": catalogue,
+        "groups": len(groups),
+        "near_duplicate_groups": sum(1 for m in groups.values() if len(m) > 1),
+        "images_in_duplicate_groups": sum(len(m) for m in groups.values() if len(m) > 1),
+        "cross_brand_groups": len(conflicts),
+        "problems": problems,
+        "counts": _counts(records),
+    }
+    return records, info
+
+
+def catalogue_split(slugs: list[str], classes: list[str], unseen: list[str], seed: int) -> dict:
+    """Split catalogue brands outside the classes into disjoint sets: logos used to train the
+    `other` class, to calibrate on (val), and brands held out to measure unknown rejection.
+
+    Sub-brands that wear a class's badge (`mercedes-amg`, `bmw-m`, `audi-sport`, ...) are left out.
+    """
+    look_alike = sorted(s for s in slugs if s not in classes and (
+        any(s.startswith(c + "-") for c in classes) or any(s.startswith(c.split("-")[0] + "-") for c in classes)))
+    pool = sorted(s for s in slugs if s not in classes and s not in look_alike and s not in unseen)
+    random.Random(seed + 2).shuffle(pool)
+    n_test, n_val = round(0.25 * len(pool)), round(0.15 * len(pool))
+    return {
+        "classes": [s for s in classes if s in slugs],
+        "other_train": sorted(pool[n_test + n_val:]),
+        "other_val": sorted(pool[n_test:n_test + n_val]),
+        "unknown_test": sorted(pool[:n_test] + [s for s in unseen if s in slugs]),
+        "excluded_look_alikes": look_alike,
+    }
+
+
+def _background_records(shared: Path, records: list[Record], n: int, seed: int) -> list[Record]:
+    """Random non-logo patches of street photos (kept away from badge boxes), split as their photo."""
+    rng = random.Random(seed + 1)
+    by_image: dict[str, list[Record]] = defaultdict(list)
+    for rec in records:
+        if rec.source == "logo-boxes" and rec.split in ("train", "val", "test"):
+            by_image[rec.path].append(rec)
+    paths = sorted(by_image)
+    out = []
+    tries = 0
+    while len(out) < n and tries < n * 20 and paths:
+        tries += 1
+        path = rng.choice(paths)
+        boxes = [r.box for r in by_image[path]]
+        size = rng.randint(16, 96)
+        x1, y1 = rng.randint(0, 480 - size), rng.randint(0, 480 - size)
+        box = (x1, y1, x1 + size, y1 + int(size * rng.uniform(0.7, 1.3)))
+        box = (box[0], box[1], box[2], min(480, box[3]))
+        if any(not (box[2] < b[0] - 4 or box[0] > b[2] + 4 or box[3] < b[1] - 4 or box[1] > b[3] + 4)
+               for b in boxes):
+            continue
+        out.append(Record(f"{path}#bg{len(out)}", "background", path, "other", box,
+                          f"bg:{path}", by_image[path][0].split))
+    return out
+
+
+def _counts(records: list[Record]) -> dict:
+    table: dict[str, Counter] = defaultdict(Counter)
+    for rec in records:
+        table[rec.brand][rec.split] += 1
+    return {b: dict(c) for b, c in sorted(table.items())}
+
+
+MANIFEST_FIELDS = ["path", "box", "brand", "split", "group", "source"]
+
+
+def write_manifest(path: Path, records: list[Record]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(MANIFEST_FIELDS)
+        for r in records:
+            box = "" if r.box is None else " ".join(map(str, r.box))
+            writer.writerow([r.path, box, r.brand, r.split, r.group, r.source])
+
+
+def read_manifest(path: Path) -> list[Record]:
+    if not Path(path).is_file():
+        raise UserError(f"split manifest not found: {path} (run `stream-pipeline build-brand-dataset`)")
+    out = []
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            box = tuple(int(v) for v in row["box"].split()) if row["box"] else None
+            key = row["path"] if box is None else f"{row['path']}#{row['box'].replace(' ', ',')}"
+            out.append(Record(key, row["source"], row["path"], row["brand"], box, row["group"], row["split"]))
+    return out

@@ -1,0 +1,400 @@
+"""Training of the brand classifiers (imports TensorFlow; call from CLI functions only).
+
+Main model (`--arch mobilenet`): ImageNet MobileNetV2 at 128x128.
+  1. Cache: K road-footage augmentations of every training image (more for the few street
+     crops and rare brands), catalogue-logo renders of every class, and an `other` class
+     (catalogue logos of brands outside the classes + non-logo street patches), passed once
+     through the frozen lower network (up to block_12) and stored.
+  2. Head stage: new softmax head trained on the frozen upper network (blocks 13-16).
+  3. Fine-tune stage: blocks 13-16 + Conv_1 unfrozen (BatchNorm kept in inference mode),
+     low learning rate. Both stages keep the best validation-loss checkpoint and stop early.
+  4. Threshold calibrated on the validation split (<= 4 % of known images rejected),
+     Keras model saved, converted to OpenVINO IR (fp16), metadata written.
+
+Original CNN (`--arch cnn`): the study's 4-layer CNN, 150x150, 10 seed brands.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stream_pipeline.brands.classifier import OTHER_CLASS, preprocess_crops
+from stream_pipeline.core.errors import UserError
+from stream_pipeline.core.paths import PROJECT_ROOT
+from stream_pipeline.training.classifier.dataset import (
+    ORIGINAL_BRANDS,
+    Record,
+    load_catalogue,
+    load_record_image,
+    read_image,
+    read_manifest,
+)
+
+log = logging.getLogger("stream_pipeline.classifier")
+
+WORK_DIR = PROJECT_ROOT / "work" / "classifier"
+MODEL_DIR = PROJECT_ROOT / "models" / "brand_classifier"
+MOBILENET_WEIGHTS = "models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+INPUT_SIZE = 128
+CNN_SIZE = 150
+FEATURE_LAYER = "block_12_add"
+TARGET_PER_CLASS = 650  # augmented training views per class in the cache (approx.)
+CATALOGUE_RENDERS = 40  # synthetic badges per class from its catalogue logo
+OTHER_RENDERS = 6  # per catalogue brand used for the `other` class
+MAX_KNOWN_REJECTION = 0.04  # threshold calibration target on validation (test target: <= 5 %)
+
+
+def configure_tf(threads: int = 1):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass
+    return tf
+
+
+def load_dataset_info(model_dir: Path = MODEL_DIR) -> tuple[list[Record], dict]:
+    records = read_manifest(model_dir / "split_manifest.csv")
+    info_file = model_dir / "dataset.json"
+    if not info_file.is_file():
+        raise UserError(f"{info_file} missing (run `stream-pipeline build-brand-dataset`)")
+    return records, json.loads(info_file.read_text())
+
+
+def load_crops(shared: Path, records: list[Record], size: int) -> np.ndarray:
+    """Deterministic model input (no augmentation) for records, uint8 RGB (N, size, size, 3)."""
+    out = np.empty((len(records), size, size, 3), np.uint8)
+    for i, rec in enumerate(records):
+        out[i] = preprocess_crops([load_record_image(shared, rec)], size)[0].astype(np.uint8)
+    return out
+
+
+# ----------------------------------------------------------------------------- MobileNetV2 model
+
+def build_mobilenet(num_classes: int, weights: str | None, size: int = INPUT_SIZE):
+    """Full model (RGB 0-255 in, softmax out) and the same layers as a model on FEATURE_LAYER output."""
+    import keras
+
+    base = keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False, weights=weights)
+    base.trainable = False
+    pool = keras.layers.GlobalAveragePooling2D(name="gap")
+    drop = keras.layers.Dropout(0.3, name="head_dropout")
+    dense = keras.layers.Dense(num_classes, activation="softmax", name="brand")
+
+    inputs = keras.Input((size, size, 3), name="image")
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="to_unit")(inputs)
+    x = base(x, training=False)
+    full = keras.Model(inputs, dense(drop(pool(x))), name="brand_classifier")
+
+    feat_shape = base.get_layer(FEATURE_LAYER).output.shape[1:]
+    f_in = keras.Input(feat_shape, name="features")
+    h = f_in
+    L = base.get_layer
+    for b in (13, 14, 15, 16):
+        block_in = h
+        names = [f"block_{b}_expand", f"block_{b}_expand_BN", f"block_{b}_expand_relu"]
+        names += [f"block_{b}_pad"] if b == 13 else []
+        names += [f"block_{b}_depthwise", f"block_{b}_depthwise_BN", f"block_{b}_depthwise_relu",
+                  f"block_{b}_project", f"block_{b}_project_BN"]
+        for n in names:
+            h = L(n)(h)
+        if b in (14, 15):
+            h = L(f"block_{b}_add")([block_in, h])
+    for n in ("Conv_1", "Conv_1_bn", "out_relu"):
+        h = L(n)(h)
+    top = keras.Model(f_in, dense(drop(pool(h))), name="brand_top")
+
+    lower_in = keras.Input((size, size, 3))
+    lower_base = keras.Model(base.inputs, base.get_layer(FEATURE_LAYER).output)
+    lower = keras.Model(lower_in, lower_base(keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(lower_in)))
+    return full, top, lower, base
+
+
+def set_upper_trainable(base, trainable: bool) -> None:
+    import keras
+
+    upper = False
+    for layer in base.layers:
+        if layer.name.startswith("block_13"):
+            upper = True
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = bool(trainable and upper and not is_bn)
+    base.trainable = True  # container on; per-layer flags decide
+
+
+# ----------------------------------------------------------------------------- feature cache
+
+def _street_backgrounds(shared: Path, records: list[Record], rng: np.random.Generator, n: int = 300):
+    photos = sorted({r.path for r in records if r.source == "logo-boxes" and r.split == "train"})
+    out = []
+    for path in rng.choice(photos, size=min(n, len(photos)), replace=False):
+        img = read_image(shared / path)
+        s = int(rng.integers(48, 200))
+        x, y = int(rng.integers(0, img.shape[1] - s)), int(rng.integers(0, img.shape[0] - s))
+        out.append(img[y:y + s, x:x + s])
+    return out
+
+
+def _views_for_split(shared: Path, records: list[Record], info: dict, split: str, rng, labels: list[str]):
+    """Yield (BGR uint8 model-size image, label index, weight) training/validation views."""
+    from stream_pipeline.training.classifier.augment import augment_sample, read_rgba, render_logo
+
+    size = INPUT_SIZE
+    index = {c: i for i, c in enumerate(labels)}
+    catalogue = load_catalogue(shared)
+    backgrounds = _street_backgrounds(shared, records, rng)
+    recs = [r for r in records if r.split == split and r.brand in index]
+    if split == "train":
+        counts: dict[str, int] = {}
+        for r in recs:
+            if r.brand != OTHER_CLASS:
+                counts[r.brand] = counts.get(r.brand, 0) + (3 if r.domain == "street" else 1)
+        image_cache: dict[str, np.ndarray] = {}
+        for r in recs:
+            if r.brand == OTHER_CLASS:
+                k = 1
+            else:
+                per_unit = TARGET_PER_CLASS / counts[r.brand]
+                k = int(np.clip(round(per_unit * (3 if r.domain == "street" else 1)), 1, 40))
+            if r.path not in image_cache:
+                image_cache.clear() if len(image_cache) > 64 else None
+                image_cache[r.path] = read_image(shared / r.path)
+            img = image_cache[r.path]
+            for _ in range(k):
+                yield augment_sample(img, r.box, rng, size), index[r.brand]
+        cat_sets = [(c, CATALOGUE_RENDERS, c) for c in info["classes"]]
+        cat_sets += [(s, OTHER_RENDERS, OTHER_CLASS) for s in info["catalogue"]["other_train"]]
+    else:  # validation: deterministic crops, plus rendered logos for `other`
+        for r in recs:
+            img = load_record_image(shared, r)
+            yield preprocess_crops([img], size)[0].astype(np.uint8)[:, :, ::-1].copy(), index[r.brand]
+        cat_sets = [(s, 3, OTHER_CLASS) for s in info["catalogue"]["other_val"]]
+    for slug, n, label in cat_sets:
+        if slug not in catalogue:
+            continue
+        rgba = read_rgba(catalogue[slug])
+        for _ in range(n):
+            bg = backgrounds[int(rng.integers(len(backgrounds)))]
+            yield render_logo(rgba, bg, rng, size), index[label]
+
+
+def build_feature_cache(shared: Path, records, info, labels, split: str, lower, seed: int, batch: int = 64):
+    """Run the views of a split through the frozen lower network; store float16 features."""
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    path = WORK_DIR / f"cache_{split}.npz"
+    if path.is_file():
+        data = np.load(path)
+        log.info("feature cache %s: %d views (reused)", path.name, len(data["y"]))
+        return data["x"], data["y"]
+    rng = np.random.default_rng(seed + (0 if split == "train" else 1))
+    feats, ys, buf, buf_y = [], [], [], []
+    t0 = time.time()
+    for img, y in _views_for_split(shared, records, info, split, rng, labels):
+        buf.append(img[:, :, ::-1])  # BGR -> RGB
+        buf_y.append(y)
+        if len(buf) == batch:
+            feats.append(lower.predict_on_batch(np.asarray(buf, np.float32)).astype(np.float16))
+            ys += buf_y
+            buf, buf_y = [], []
+            if len(ys) % (batch * 20) == 0:
+                log.info("cache %s: %d views, %.0f views/s", split, len(ys), len(ys) / (time.time() - t0))
+    if buf:
+        feats.append(lower.predict_on_batch(np.asarray(buf, np.float32)).astype(np.float16))
+        ys += buf_y
+    x, y = np.concatenate(feats), np.asarray(ys, np.int32)
+    np.savez(path, x=x, y=y)
+    log.info("feature cache %s: %d views in %.0f s", split, len(y), time.time() - t0)
+    return x, y
+
+
+def train_mobilenet(shared: Path, head_epochs: int = 30, finetune_epochs: int = 20, seed: int = 1337,
+                    threads: int = 1, resume: bool = True, model_dir: Path = MODEL_DIR) -> dict:
+    tf = configure_tf(threads)
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    records, info = load_dataset_info(model_dir)
+    labels = list(info["classes"]) + [OTHER_CLASS]
+    weights = str(shared / MOBILENET_WEIGHTS)
+    if not Path(weights).is_file():
+        raise UserError(f"MobileNetV2 ImageNet weights not found: {weights}")
+    full, top, lower, base = build_mobilenet(len(labels), weights)
+    xtr, ytr = build_feature_cache(shared, records, info, labels, "train", lower, seed)
+    xva, yva = build_feature_cache(shared, records, info, labels, "val", lower, seed)
+    n = len(labels)
+    counts = np.bincount(ytr, minlength=n).astype(np.float64)
+    cw = np.sqrt(counts.mean() / np.maximum(counts, 1))
+    class_weight = {i: float(w) for i, w in enumerate(cw)}
+    ytr_1h, yva_1h = keras.utils.to_categorical(ytr, n), keras.utils.to_categorical(yva, n)
+    history: dict[str, list] = {}
+    ckpt_dir = WORK_DIR / "mobilenet"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+    def run_stage(name: str, lr: float, epochs: int, trainable: bool):
+        set_upper_trainable(base, trainable)
+        top.compile(optimizer=keras.optimizers.Adam(lr), loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05),
+                    metrics=["accuracy"])
+        best = ckpt_dir / f"{name}_best.weights.h5"
+        done_marker = ckpt_dir / f"{name}_done.json"
+        if resume and done_marker.is_file():
+            top.load_weights(best)
+            hist = json.loads(done_marker.read_text())
+            log.info("stage %s already done (resumed)", name)
+        else:
+            cbs = [
+                keras.callbacks.ModelCheckpoint(str(best), monitor="val_loss", save_best_only=True,
+                                                save_weights_only=True),
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=4, restore_best_weights=False),
+                keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=2),
+                keras.callbacks.CSVLogger(str(ckpt_dir / f"{name}_log.csv")),
+            ]
+            t0 = time.time()
+            h = top.fit(xtr, ytr_1h, batch_size=64, epochs=epochs, validation_data=(xva, yva_1h),
+                        class_weight=class_weight, callbacks=cbs, verbose=2, shuffle=True)
+            top.load_weights(best)
+            hist = {k: [float(v) for v in vals] for k, vals in h.history.items()}
+            hist["seconds"] = time.time() - t0
+            done_marker.write_text(json.dumps(hist))
+        for k, v in hist.items():
+            if isinstance(v, list):
+                history.setdefault(k, []).extend(v)
+        history.setdefault("stage", []).extend([name] * len(hist.get("loss", [])))
+        return hist
+
+    run_stage("head", 1e-3, head_epochs, trainable=False)
+    run_stage("finetune", 1e-4, finetune_epochs, trainable=True)
+    set_upper_trainable(base, False)
+
+    # Validation probabilities on real images -> calibrated threshold.
+    val_recs = [r for r in records if r.split == "val" and r.brand in info["classes"]]
+    xv = load_crops(shared, val_recs, INPUT_SIZE).astype(np.float32)
+    pv = full.predict(xv, batch_size=64, verbose=0)
+    yv = np.array([labels.index(r.brand) for r in val_recs])
+    threshold, cal = calibrate_threshold(pv, yv, labels)
+    log.info("threshold %.3f: %s", threshold, cal)
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    keras_path = model_dir / "brand_classifier.keras"
+    full.save(keras_path)
+    metadata = {
+        "labels": labels,
+        "other_class": OTHER_CLASS,
+        "input_size": INPUT_SIZE,
+        "input": "RGB float32 0-255, NHWC (the model rescales to [-1, 1]); crops resized to "
+                 f"{INPUT_SIZE}x{INPUT_SIZE} without keeping aspect (INTER_AREA down, INTER_LINEAR up)",
+        "crop_margin": info.get("crop_margin", 0.15),
+        "threshold": threshold,
+        "threshold_calibration": cal,
+        "architecture": "MobileNetV2 1.0 (ImageNet) + GAP + dropout 0.3 + dense softmax",
+        "seed": seed,
+        "trained_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (model_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    (model_dir / "training_history.json").write_text(json.dumps(history, indent=1))
+    export_openvino(full, model_dir)
+    return metadata
+
+
+def calibrate_threshold(probs: np.ndarray, y: np.ndarray, labels: list[str],
+                        max_rejection: float = MAX_KNOWN_REJECTION) -> tuple[float, dict]:
+    """Largest max-brand-probability threshold rejecting <= max_rejection of known val images."""
+    other = labels.index(OTHER_CLASS)
+    brand_probs = probs.copy()
+    brand_probs[:, other] = -1
+    conf = brand_probs.max(axis=1)
+    rejected_by_other = probs.argmax(axis=1) == other
+    base_rate = float(rejected_by_other.mean())
+    best = 0.0
+    for t in np.round(np.arange(0.0, 0.96, 0.01), 2):
+        rate = float((rejected_by_other | (conf < t)).mean())
+        if rate <= max_rejection:
+            best = float(t)
+    final = float((rejected_by_other | (conf < best)).mean())
+    return best, {"val_images": int(len(y)), "rejected_as_other": base_rate, "rejected_total": final,
+                  "target_max_rejection": max_rejection}
+
+
+def export_openvino(model, model_dir: Path) -> Path:
+    """Keras -> TF SavedModel -> OpenVINO IR (fp16 weights)."""
+    import openvino as ov
+
+    saved = WORK_DIR / "saved_model"
+    if saved.exists():
+        import shutil
+
+        shutil.rmtree(saved)
+    model.export(str(saved), format="tf_saved_model", verbose=False)
+    ov_model = ov.convert_model(str(saved))
+    xml = model_dir / "brand_classifier.xml"
+    ov.save_model(ov_model, str(xml), compress_to_fp16=True)
+    return xml
+
+
+# ----------------------------------------------------------------------------- original CNN
+
+def build_original_cnn(num_classes: int, size: int = CNN_SIZE):
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((size, size, 3))
+    x = layers.Rescaling(1.0 / 255)(inputs)
+    for filters in (32, 64, 96, 128):
+        x = layers.Conv2D(filters, 3, activation="relu")(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(512, activation="relu")(x)
+    x = layers.Dropout(0.5)(x)
+    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    model = keras.Model(inputs, outputs, name="original_cnn")
+    model.compile(optimizer=keras.optimizers.Adam(3e-4), loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def cnn_records(records: list[Record]) -> dict[str, list[Record]]:
+    return {s: [r for r in records if r.source == "logos-seed" and r.split == s] for s in ("train", "val", "test")}
+
+
+def train_cnn(shared: Path, epochs: int = 40, seed: int = 1337, threads: int = 1, resume: bool = True,
+              model_dir: Path = MODEL_DIR) -> dict:
+    configure_tf(threads)
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    records, _info = load_dataset_info(model_dir)
+    labels = list(ORIGINAL_BRANDS)
+    sets = cnn_records(records)
+    xtr = load_crops(shared, sets["train"], CNN_SIZE)
+    xva = load_crops(shared, sets["val"], CNN_SIZE)
+    ytr = keras.utils.to_categorical([labels.index(r.brand) for r in sets["train"]], len(labels))
+    yva = keras.utils.to_categorical([labels.index(r.brand) for r in sets["val"]], len(labels))
+    out = WORK_DIR / "cnn"
+    out.mkdir(parents=True, exist_ok=True)
+    model = build_original_cnn(len(labels))
+    aug = keras.Sequential([keras.layers.RandomRotation(0.06), keras.layers.RandomZoom(0.15),
+                            keras.layers.RandomTranslation(0.1, 0.1)])
+    import tensorflow as tf
+
+    ds = (tf.data.Dataset.from_tensor_slices((xtr, ytr)).shuffle(len(xtr), seed=seed).batch(32)
+          .map(lambda a, b: (aug(tf.cast(a, tf.float32), training=True), b)))
+    cbs = [
+        keras.callbacks.ModelCheckpoint(str(out / "best.keras"), monitor="val_loss", save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=8),
+        keras.callbacks.CSVLogger(str(out / "log.csv"), append=resume),
+        keras.callbacks.BackupAndRestore(str(out / "backup")),
+    ]
+    t0 = time.time()
+    h = model.fit(ds, epochs=epochs, validation_data=(xva.astype(np.float32), yva), callbacks=cbs, verbose=2)
+    hist = {k: [float(v) for v in vals] for k, vals in h.history.items()}
+    hist["seconds"] = time.time() - t0
+    (out / "history.json").write_text(json.dumps(hist))
+    return hist

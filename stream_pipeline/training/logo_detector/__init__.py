@@ -1,0 +1,1 @@
+"""Logo (badge) detector: dataset building, training, evaluation."""

@@ -1,0 +1,192 @@
+"""Sub-commands of the logo (badge) detector: train, evaluate, detect."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from stream_pipeline.core.errors import UserError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+# --------------------------------------------------------------------------- train
+def _cmd_train(args: argparse.Namespace) -> int:
+    from stream_pipeline.training.logo_detector.common import WORK_DIR, setup_offline_ultralytics
+
+    setup_offline_ultralytics(args.threads)
+    from stream_pipeline.training.logo_detector import dataset, train
+
+    run_dir = train.RUNS_DIR / args.name
+    if args.ship_only:
+        return _ship(run_dir, args.imgsz)
+    if args.resume:
+        train.train(Path(), name=args.name, resume=True, threads=args.threads)
+    else:
+        data_yaml = dataset.prepare(
+            WORK_DIR / f"dataset_{args.name}",
+            resplit=args.resplit,
+            synthetic_dir=Path(args.synthetic) if args.synthetic else None,
+        )
+        if args.prepare_only:
+            print(data_yaml)
+            return 0
+        train.train(
+            data_yaml,
+            name=args.name,
+            epochs=args.epochs,
+            imgsz=args.imgsz,
+            batch=args.batch,
+            threads=args.threads,
+            fraction=args.fraction,
+            time_hours=args.hours,
+        )
+    times = train.epoch_times(run_dir)
+    if times:
+        print(f"epochs {len(times)}, median {sorted(times)[len(times) // 2]:.0f} s/epoch")
+    if args.install:
+        return _ship(run_dir, args.imgsz)
+    print(f"trained: {run_dir / 'weights' / 'best.pt'} (not installed; see --install)")
+    return 0
+
+
+def _ship(run_dir: Path, imgsz: int, full_imgsz: int = 640) -> int:
+    """Install best.pt, export OpenVINO, choose the threshold on val, write metadata."""
+    from stream_pipeline.training.logo_detector import evaluate, train
+    from stream_pipeline.training.logo_detector.common import METADATA_FILE, MODEL_DIR
+
+    weights = train.install_weights(run_dir)
+    export_dir = train.export_openvino(weights, imgsz)
+    meta = {"imgsz": imgsz, "full_frame_imgsz": full_imgsz, "conf": 0.25, "iou": 0.6, "names": ["logo"]}
+    METADATA_FILE.write_text(json.dumps(meta, indent=1) + "\n")
+    report = evaluate.evaluate(export_dir, full_imgsz=full_imgsz, crop_imgsz=imgsz)
+    meta["conf"] = report["conf"]
+    meta["conf_rule"] = report["conf_choice"]["rule"] + " on val vehicle crops (IoU 0.5)"
+    meta["train_run"] = run_dir.name
+    METADATA_FILE.write_text(json.dumps(meta, indent=1) + "\n")
+    evaluate.save_report(report, MODEL_DIR / "evaluation.json")
+    print(evaluate.format_report(report))
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from stream_pipeline.training.logo_detector import evaluate
+
+    splits = tuple(s.strip() for s in args.split.split(",") if s.strip())
+    bad = [s for s in splits if s not in ("train", "val", "test")]
+    if bad:
+        raise UserError(f"unknown split {bad[0]!r} (use train, val, test)")
+    report = evaluate.evaluate(
+        Path(args.model) if args.model else None,
+        splits=splits,
+        full_imgsz=args.full_imgsz,
+        crop_imgsz=args.imgsz,
+        conf=args.conf,
+        choose_on="val" if "val" in splits else splits[0],
+    )
+    print(evaluate.format_report(report))
+    if args.out:
+        evaluate.save_report(report, Path(args.out))
+    if args.write_metadata:
+        from stream_pipeline.training.logo_detector.common import METADATA_FILE
+
+        meta = json.loads(METADATA_FILE.read_text()) if METADATA_FILE.exists() else {}
+        meta.update({"conf": report["conf"], "imgsz": report["crop_imgsz"], "full_frame_imgsz": args.full_imgsz})
+        METADATA_FILE.write_text(json.dumps(meta, indent=1) + "\n")
+        print(f"wrote {METADATA_FILE}")
+    return 0
+
+
+# --------------------------------------------------------------------------- detect
+def _expand_images(items: list[str]) -> list[Path]:
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            paths.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise UserError(f"image not found: {item}")
+    if not paths:
+        raise UserError("no images given")
+    return paths
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    import cv2
+
+    from stream_pipeline.brands.logo_detector import LogoDetector
+
+    paths = _expand_images(args.images)
+    detector = LogoDetector.load(Path(args.model) if args.model else None, conf=args.conf, imgsz=args.imgsz)
+    status = 0
+    for path in paths:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            print(f"stream-pipeline: error: cannot read image {path}", file=sys.stderr)
+            status = 2
+            continue
+        [det] = detector.detect([image])
+        boxes = [
+            {"xyxy": [round(float(v), 2) for v in xyxy], "confidence": round(float(c), 4)}
+            for xyxy, c in zip(det.xyxy, det.confidence)
+        ]
+        if args.json:
+            print(json.dumps({"path": str(path), "boxes": boxes}), flush=True)
+        else:
+            text = ", ".join(f"[{', '.join(f'{v:.0f}' for v in b['xyxy'])}] {b['confidence']:.2f}" for b in boxes)
+            print(f"{path}: {len(boxes)} badge(s) {text}".rstrip(), flush=True)
+    return status
+
+
+def add_commands(subparsers) -> None:
+    """Register sub-commands on the top-level argparse subparsers."""
+    t = subparsers.add_parser(
+        "train-logo-detector",
+        help="train the YOLO badge detector on crops of ../shared/data/logo-boxes (+flickr)",
+        description="Builds the leakage-free split (models/logo_detector/split.json, kept if present), "
+        "cuts vehicle-sized crops into work/logo_detector/, fine-tunes ../shared/models/yolo11n.pt "
+        "on one CPU thread, and with --install ships best.pt + OpenVINO export + metadata.",
+    )
+    t.add_argument("--name", default="logo320", help="run name under work/logo_detector/runs/")
+    t.add_argument("--epochs", type=int, default=17)
+    t.add_argument("--imgsz", type=int, default=320, help="training (and runtime crop) input size")
+    t.add_argument("--hours", type=float, default=None, help="wall-clock budget (overrides --epochs; LR schedule fits it)")
+    t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared 2-core machine)")
+    t.add_argument("--fraction", type=float, default=1.0, help="fraction of the training crops (timing runs)")
+    t.add_argument("--resume", action="store_true", help="continue the run's last.pt")
+    t.add_argument("--resplit", action="store_true", help="rebuild the committed split manifest")
+    t.add_argument("--prepare-only", action="store_true", help="build the dataset and stop")
+    t.add_argument("--synthetic", metavar="DIR", help="extra YOLO images/labels folder added to training")
+    t.add_argument("--install", action="store_true", help="after training: ship to models/logo_detector/")
+    t.add_argument("--ship-only", action="store_true", help="no training: ship the run's current best.pt")
+    t.set_defaults(func=_cmd_train)
+
+    e = subparsers.add_parser(
+        "evaluate-logo-detector",
+        help="precision / recall / mAP50 of the badge detector on the held-out split",
+    )
+    e.add_argument("--model", help="model (.pt, OpenVINO folder or .xml); default: models/logo_detector/")
+    e.add_argument("--split", default="val,test", help="comma-separated splits (default val,test)")
+    e.add_argument("--full-imgsz", type=int, default=640, help="input size on full photos (default 640)")
+    e.add_argument("--imgsz", type=int, default=None, help="input size on vehicle crops (default: metadata)")
+    e.add_argument("--conf", type=float, default=None, help="threshold (default: chosen on val crops)")
+    e.add_argument("--out", help="write the JSON report here")
+    e.add_argument("--write-metadata", action="store_true", help="store the chosen threshold in metadata.json")
+    e.set_defaults(func=_cmd_evaluate)
+
+    d = subparsers.add_parser("detect-logos", help="find vehicle badges in images (vehicle crops or photos)")
+    d.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
+    d.add_argument("--json", action="store_true", help="one JSON object per line per image")
+    d.add_argument("--model", help="model (.pt, OpenVINO folder or .xml); default: models/logo_detector/")
+    d.add_argument("--conf", type=float, default=None, help="confidence threshold (default: metadata)")
+    d.add_argument("--imgsz", type=int, default=None, help="input size (default: metadata; ~640 for whole photos)")
+    d.set_defaults(func=_cmd_detect)

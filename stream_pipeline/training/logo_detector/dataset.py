@@ -1,0 +1,348 @@
+"""Leakage-free split and YOLO training sets for the badge detector.
+
+* Split: near-duplicate images (perceptual hash, also against the mirrored image) are
+  grouped with union-find, and whole groups go to train / val / test, stratified by
+  brand. The result is committed as models/logo_detector/split.json (keys only).
+* Training images are *vehicle-sized crops*, like the ones the pipeline feeds the
+  detector at run time: the COCO vehicle detector from ../shared finds the vehicle that
+  carries each labelled badge, and the crop is that vehicle plus a jittered margin. Extra
+  random windows around the badges add scale variety, and windows away from any vehicle
+  add background negatives. Crops stay in the photo's pixels; ultralytics resizes them
+  to the training size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+
+from stream_pipeline.core.errors import UserError
+from stream_pipeline.core.paths import shared_dir
+from stream_pipeline.training.logo_detector.common import (
+    CLASS_NAMES,
+    SPLIT_MANIFEST,
+    WORK_DIR,
+    Box,
+    Sample,
+    load_samples,
+)
+
+log = logging.getLogger(__name__)
+
+PHASH_THRESHOLD = 12  # Hamming distance (of 64 bits) under which two photos are one group
+SPLIT_FRACTIONS = {"test": 0.15, "val": 0.15}
+SPLIT_SEED = 20261125
+VEHICLE_CLASSES = (2, 3, 5, 7)  # COCO car, motorcycle, bus, truck
+VEHICLES_CACHE = WORK_DIR / "vehicles.json"
+
+
+# --------------------------------------------------------------------------- split
+def _phashes(samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
+    import imagehash
+    from PIL import Image, ImageOps
+
+    plain, mirrored = [], []
+    for s in samples:
+        with Image.open(s.image) as im:
+            gray = im.convert("L")
+            plain.append(imagehash.phash(gray).hash.flatten())
+            mirrored.append(imagehash.phash(ImageOps.mirror(gray)).hash.flatten())
+    return np.array(plain, dtype=bool), np.array(mirrored, dtype=bool)
+
+
+def group_near_duplicates(samples: list[Sample], threshold: int = PHASH_THRESHOLD) -> list[int]:
+    """Group id per sample: connected components of 'phash distance <= threshold'."""
+    plain, mirrored = _phashes(samples)
+    n = len(samples)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(n):
+        d = np.minimum((plain[i] != plain).sum(1), (mirrored[i] != plain).sum(1))
+        for j in np.nonzero(d <= threshold)[0]:
+            if j > i:
+                ri, rj = find(i), find(int(j))
+                if ri != rj:
+                    parent[max(ri, rj)] = min(ri, rj)
+    return [find(i) for i in range(n)]
+
+
+def make_split(samples: list[Sample], threshold: int = PHASH_THRESHOLD, seed: int = SPLIT_SEED) -> dict:
+    groups = group_near_duplicates(samples, threshold)
+    by_group: dict[int, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_group.setdefault(g, []).append(i)
+    # Stratify by (source, brand of the group's first image).
+    strata: dict[str, list[list[int]]] = {}
+    for members in by_group.values():
+        first = samples[members[0]]
+        strata.setdefault(f"{first.key.split('/')[0]}:{first.brand}", []).append(members)
+    rng = random.Random(seed)
+    split = {"train": [], "val": [], "test": []}
+    for stratum in sorted(strata):
+        glist = sorted(strata[stratum], key=lambda m: samples[m[0]].key)
+        rng.shuffle(glist)
+        total = sum(len(m) for m in glist)
+        counts = {"test": 0, "val": 0}
+        for members in glist:
+            target = next(
+                (name for name in ("test", "val") if counts[name] + len(members) / 2 <= SPLIT_FRACTIONS[name] * total),
+                "train",
+            )
+            if target != "train":
+                counts[target] += len(members)
+            split[target].extend(samples[i].key for i in members)
+    n_multi = sum(1 for m in by_group.values() if len(m) > 1)
+    return {
+        "description": "Leakage-free split of ../shared/data/logo-boxes and logo-boxes-flickr (keys: <set>/<file>). "
+        f"Near-duplicates (pHash of image or its mirror within {threshold}/64 bits, union-find) share a split; "
+        "groups are stratified by set and brand.",
+        "phash_threshold": threshold,
+        "seed": seed,
+        "groups_with_several_images": n_multi,
+        "counts": {k: len(v) for k, v in split.items()},
+        "train": sorted(split["train"]),
+        "val": sorted(split["val"]),
+        "test": sorted(split["test"]),
+    }
+
+
+def load_split(path: Path = SPLIT_MANIFEST) -> dict[str, list[str]]:
+    if not path.exists():
+        raise UserError(f"split manifest not found: {path} (run `stream-pipeline train-logo-detector --prepare-only`)")
+    data = json.loads(path.read_text())
+    return {k: data[k] for k in ("train", "val", "test")}
+
+
+def samples_by_split(split: dict[str, list[str]] | None = None) -> dict[str, list[Sample]]:
+    split = split or load_split()
+    samples = {s.key: s for s in load_samples()}
+    missing = [k for keys in split.values() for k in keys if k not in samples]
+    if missing:
+        raise UserError(f"{len(missing)} images of the split manifest are missing from the shared data, e.g. {missing[0]}")
+    return {name: [samples[k] for k in keys] for name, keys in split.items()}
+
+
+# --------------------------------------------------------------------------- vehicles
+def detect_vehicles(samples: list[Sample], cache: Path = VEHICLES_CACHE) -> dict[str, list[list[float]]]:
+    """COCO vehicle boxes (xyxy, pixels) per sample key, cached in the work dir."""
+    cached: dict[str, list[list[float]]] = json.loads(cache.read_text()) if cache.exists() else {}
+    todo = [s for s in samples if s.key not in cached]
+    if todo:
+        from stream_pipeline.training.logo_detector.common import setup_offline_ultralytics
+
+        setup_offline_ultralytics()
+        from ultralytics import YOLO
+
+        model_path = shared_dir() / "models" / "yolo11n_int8_openvino_model"
+        model = YOLO(str(model_path), task="detect")
+        log.info("finding vehicles in %d photos with %s", len(todo), model_path.name)
+        for s in todo:
+            r = model.predict(str(s.image), imgsz=640, conf=0.2, classes=list(VEHICLE_CLASSES), verbose=False)[0]
+            cached[s.key] = [[round(float(v), 1) for v in b] for b in r.boxes.xyxy.cpu().numpy()]
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(cached))
+    return {s.key: cached[s.key] for s in samples}
+
+
+def _stable_rng(*parts: object) -> random.Random:
+    digest = hashlib.sha1("|".join(map(str, parts)).encode()).hexdigest()
+    return random.Random(int(digest[:12], 16))
+
+
+def _inside_fraction(box: Box, crop: tuple[int, int, int, int]) -> float:
+    x1, y1 = max(box.x1, crop[0]), max(box.y1, crop[1])
+    x2, y2 = min(box.x2, crop[2]), min(box.y2, crop[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    return inter / max(box.w * box.h, 1e-9)
+
+
+def _clip_crop(x1: float, y1: float, x2: float, y2: float, width: int, height: int) -> tuple[int, int, int, int]:
+    x1, y1 = max(0, int(round(x1))), max(0, int(round(y1)))
+    x2, y2 = min(width, int(round(x2))), min(height, int(round(y2)))
+    return x1, y1, x2, y2
+
+
+def vehicle_crops(
+    sample: Sample,
+    vehicles: list[list[float]],
+    rng: random.Random | None = None,
+) -> list[tuple[int, int, int, int]]:
+    """One vehicle-sized crop per distinct vehicle carrying a labelled badge.
+
+    The vehicle is the smallest COCO vehicle box holding >= 80 % of the badge. With no
+    such vehicle (close-ups, missed detections) the crop is a square of ~9 badge widths
+    around the badge. `rng` jitters margins (training); without it the crops are
+    deterministic (evaluation).
+    """
+    crops: list[tuple[int, int, int, int]] = []
+    W, H = sample.width, sample.height
+    for box in sample.boxes:
+        if any(_inside_fraction(box, c) >= 0.99 for c in crops):
+            continue
+        holders = []
+        for v in vehicles:
+            vx1, vy1, vx2, vy2 = v
+            inter = max(0.0, min(box.x2, vx2) - max(box.x1, vx1)) * max(0.0, min(box.y2, vy2) - max(box.y1, vy1))
+            if inter >= 0.8 * box.w * box.h:
+                holders.append(v)
+        if holders:
+            vx1, vy1, vx2, vy2 = min(holders, key=lambda v: (v[2] - v[0]) * (v[3] - v[1]))
+            vw, vh = vx2 - vx1, vy2 - vy1
+            if rng is None:
+                m = [0.05, 0.05, 0.05, 0.05]
+            else:
+                m = [rng.uniform(-0.02, 0.2) for _ in range(4)]
+            crop = _clip_crop(vx1 - m[0] * vw, vy1 - m[1] * vh, vx2 + m[2] * vw, vy2 + m[3] * vh, W, H)
+        else:
+            side = min(max(9.0 * max(box.w, box.h), 96.0), float(min(W, H)))
+            if side <= 1.2 * max(box.w, box.h):  # close-up: the whole photo is the "vehicle"
+                crop = (0, 0, W, H)
+            else:
+                r = rng or _stable_rng(sample.key, box.x1, box.y1)
+                cx = (box.x1 + box.x2) / 2 + r.uniform(-0.25, 0.25) * side
+                cy = (box.y1 + box.y2) / 2 + r.uniform(-0.2, 0.2) * side
+                x1 = min(max(0.0, cx - side / 2), W - side)
+                y1 = min(max(0.0, cy - side / 2), H - side)
+                crop = _clip_crop(x1, y1, x1 + side, y1 + side, W, H)
+        # Make sure this badge is fully inside (vehicle boxes can cut it).
+        crop = _clip_crop(min(crop[0], box.x1 - 2), min(crop[1], box.y1 - 2), max(crop[2], box.x2 + 2), max(crop[3], box.y2 + 2), W, H)
+        crops.append(crop)
+    return crops
+
+
+def crop_labels(sample: Sample, crop: tuple[int, int, int, int], min_inside: float = 0.5) -> list[list[float]]:
+    """Labelled badges inside a crop, in the crop's pixels (xyxy), clipped."""
+    out = []
+    for b in sample.boxes:
+        if _inside_fraction(b, crop) >= min_inside:
+            x1, y1 = max(b.x1, crop[0]) - crop[0], max(b.y1, crop[1]) - crop[1]
+            x2, y2 = min(b.x2, crop[2]) - crop[0], min(b.y2, crop[3]) - crop[1]
+            if x2 - x1 >= 1 and y2 - y1 >= 1:
+                out.append([x1, y1, x2, y2])
+    return out
+
+
+def _random_window(sample: Sample, rng: random.Random) -> tuple[int, int, int, int] | None:
+    """A square window of random size holding one random badge."""
+    box = rng.choice(sample.boxes)
+    W, H = sample.width, sample.height
+    big = max(box.w, box.h)
+    lo = max(1.3 * big, 128.0)
+    hi = min(float(min(W, H)), max(lo, 400.0))
+    if lo > hi:
+        return None
+    side = rng.uniform(lo, hi)
+    x1 = rng.uniform(max(0.0, box.x2 + 2 - side), min(box.x1 - 2, W - side))
+    y1 = rng.uniform(max(0.0, box.y2 + 2 - side), min(box.y1 - 2, H - side))
+    return _clip_crop(x1, y1, x1 + side, y1 + side, W, H)
+
+
+def _negative_window(sample: Sample, vehicles: list[list[float]], rng: random.Random) -> tuple[int, int, int, int] | None:
+    """A window touching no labelled badge and no detected vehicle (unlabelled badges live on vehicles)."""
+    W, H = sample.width, sample.height
+    avoid = [b.xyxy() for b in sample.boxes] + vehicles
+    for _ in range(30):
+        side = rng.uniform(96, min(W, H, 320))
+        x1, y1 = rng.uniform(0, W - side), rng.uniform(0, H - side)
+        c = (x1, y1, x1 + side, y1 + side)
+        if all(min(c[2], a[2]) <= max(c[0], a[0]) or min(c[3], a[3]) <= max(c[1], a[1]) for a in avoid):
+            return _clip_crop(*c, W, H)
+    return None
+
+
+def _write_crop(image: np.ndarray, crop, boxes: list[list[float]], out_images: Path, out_labels: Path, name: str) -> None:
+    import cv2
+
+    x1, y1, x2, y2 = crop
+    patch = image[y1:y2, x1:x2]
+    h, w = patch.shape[:2]
+    cv2.imwrite(str(out_images / f"{name}.jpg"), patch, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    lines = []
+    for bx1, by1, bx2, by2 in boxes:
+        lines.append(f"0 {(bx1 + bx2) / 2 / w:.6f} {(by1 + by2) / 2 / h:.6f} {(bx2 - bx1) / w:.6f} {(by2 - by1) / h:.6f}")
+    (out_labels / f"{name}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+
+
+def build_yolo_dataset(
+    out_dir: Path,
+    split: dict[str, list[Sample]],
+    vehicles: dict[str, list[list[float]]],
+    windows_per_image: int = 1,
+    negative_fraction: float = 0.3,
+    seed: int = 0,
+    synthetic_dir: Path | None = None,
+) -> Path:
+    """Write crops + labels under out_dir and return the dataset YAML path."""
+    import shutil
+
+    import cv2
+
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    counts = {}
+    for part, samples in (("train", split["train"]), ("val", split["val"])):
+        img_dir, lbl_dir = out_dir / "images" / part, out_dir / "labels" / part
+        img_dir.mkdir(parents=True)
+        lbl_dir.mkdir(parents=True)
+        n = 0
+        for s in samples:
+            image = cv2.imread(str(s.image))
+            stem = s.key.replace("/", "__").rsplit(".", 1)[0]
+            if part == "val":  # deterministic vehicle crops, as evaluation uses
+                for k, crop in enumerate(vehicle_crops(s, vehicles[s.key])):
+                    _write_crop(image, crop, crop_labels(s, crop), img_dir, lbl_dir, f"{stem}_v{k}")
+                    n += 1
+                continue
+            rng = _stable_rng(seed, s.key)
+            crops = [(c, "v") for c in vehicle_crops(s, vehicles[s.key], rng)]
+            for _ in range(windows_per_image):
+                w = _random_window(s, rng)
+                if w:
+                    crops.append((w, "w"))
+            if rng.random() < negative_fraction:
+                w = _negative_window(s, vehicles[s.key], rng)
+                if w:
+                    crops.append((w, "n"))
+            for k, (crop, kind) in enumerate(crops):
+                labels = [] if kind == "n" else crop_labels(s, crop)
+                _write_crop(image, crop, labels, img_dir, lbl_dir, f"{stem}_{kind}{k}")
+                n += 1
+        counts[part] = n
+    if synthetic_dir is not None:
+        img_dir, lbl_dir = out_dir / "images" / "train", out_dir / "labels" / "train"
+        n = 0
+        for img in sorted((synthetic_dir / "images").glob("*.jpg")):
+            shutil.copy(img, img_dir / f"syn_{img.name}")
+            shutil.copy(synthetic_dir / "labels" / f"{img.stem}.txt", lbl_dir / f"syn_{img.stem}.txt")
+            n += 1
+        counts["synthetic"] = n
+    yaml_path = out_dir / "data.yaml"
+    yaml_path.write_text(
+        f"path: {out_dir}\ntrain: images/train\nval: images/val\nnames:\n  0: {CLASS_NAMES[0]}\n"
+    )
+    (out_dir / "counts.json").write_text(json.dumps(counts, indent=2))
+    log.info("dataset %s: %s", out_dir, counts)
+    return yaml_path
+
+
+def prepare(out_dir: Path | None = None, resplit: bool = False, synthetic_dir: Path | None = None) -> Path:
+    """Split (if no manifest yet or resplit), find vehicles, write the crop dataset; returns data.yaml."""
+    if resplit or not SPLIT_MANIFEST.exists():
+        manifest = make_split(load_samples())
+        SPLIT_MANIFEST.parent.mkdir(parents=True, exist_ok=True)
+        SPLIT_MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
+        log.info("wrote split manifest %s: %s", SPLIT_MANIFEST, manifest["counts"])
+    split = samples_by_split()
+    vehicles = detect_vehicles([s for part in split.values() for s in part])
+    return build_yolo_dataset(out_dir or WORK_DIR / "dataset", split, vehicles, synthetic_dir=synthetic_dir)

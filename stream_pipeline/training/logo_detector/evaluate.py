@@ -1,0 +1,207 @@
+"""Held-out evaluation of the badge detector at IoU 0.5.
+
+Two views of each split:
+* full photos (the 480x480 street photos and the Flickr photos) at `full_imgsz`;
+* vehicle-sized crops (the vehicle carrying each labelled badge, cut with the COCO
+  vehicle detector, 5 % margin; see dataset.vehicle_crops) at the runtime `imgsz`.
+
+Note: the street photos label one badge per photo, while other cars in view often show
+an unlabelled badge, so full-photo precision is a lower bound. The crop view is closer
+to what the pipeline does and less affected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from stream_pipeline.training.logo_detector.common import Sample, box_iou
+
+log = logging.getLogger(__name__)
+
+IOU_THRESHOLD = 0.5
+TARGET_PRECISION = 0.85
+TARGET_RECALL = 0.90
+
+
+@dataclass
+class Matches:
+    """Detections over a set of images, each marked true/false positive at IoU 0.5."""
+
+    scores: list[float] = field(default_factory=list)
+    tp: list[bool] = field(default_factory=list)
+    n_gt: int = 0
+    n_images: int = 0
+    seconds: float = 0.0
+
+    def add(self, pred_xyxy: np.ndarray, pred_scores: np.ndarray, gt_xyxy: np.ndarray) -> None:
+        self.n_gt += len(gt_xyxy)
+        self.n_images += 1
+        order = np.argsort(-pred_scores)
+        ious = box_iou(pred_xyxy[order], gt_xyxy)
+        used = np.zeros(len(gt_xyxy), dtype=bool)
+        for row, i in enumerate(order):
+            hit = False
+            if len(gt_xyxy):
+                cand = np.where(~used, ious[row], -1.0)
+                j = int(np.argmax(cand))
+                if cand[j] >= IOU_THRESHOLD:
+                    used[j] = True
+                    hit = True
+            self.scores.append(float(pred_scores[i]))
+            self.tp.append(hit)
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scores desc, precision, recall) after each detection."""
+        order = np.argsort(-np.asarray(self.scores), kind="stable")
+        scores = np.asarray(self.scores)[order]
+        tp = np.asarray(self.tp, dtype=float)[order]
+        ctp = np.cumsum(tp)
+        precision = ctp / np.arange(1, len(tp) + 1)
+        recall = ctp / max(self.n_gt, 1)
+        return scores, precision, recall
+
+    def ap50(self) -> float:
+        """All-point interpolated average precision (VOC 2010+ / COCO style envelope)."""
+        _, p, r = self.curve()
+        if len(p) == 0:
+            return 0.0
+        mrec = np.concatenate([[0.0], r, [1.0]])
+        mpre = np.concatenate([[1.0], p, [0.0]])
+        mpre = np.flip(np.maximum.accumulate(np.flip(mpre)))
+        idx = np.where(mrec[1:] != mrec[:-1])[0]
+        return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+
+    def at(self, conf: float) -> dict:
+        s = np.asarray(self.scores)
+        t = np.asarray(self.tp, dtype=bool)
+        keep = s >= conf
+        tp, fp = int(t[keep].sum()), int((~t[keep]).sum())
+        return {
+            "conf": round(float(conf), 4),
+            "precision": round(tp / max(tp + fp, 1), 4),
+            "recall": round(tp / max(self.n_gt, 1), 4),
+            "tp": tp,
+            "fp": fp,
+            "fn": self.n_gt - tp,
+        }
+
+    def best_threshold(self, precision_target: float = TARGET_PRECISION) -> dict:
+        """Highest-recall confidence with precision >= target; else the max-F1 one."""
+        scores, p, r = self.curve()
+        if len(scores) == 0:
+            return self.at(0.5) | {"rule": "no detections"}
+        # A threshold equal to a score keeps every detection down to that one.
+        ok = np.where(p >= precision_target)[0]
+        if len(ok):
+            i = ok[np.argmax(r[ok])]
+            return self.at(scores[i]) | {"rule": f"max recall with precision >= {precision_target}"}
+        f1 = 2 * p * r / np.maximum(p + r, 1e-9)
+        i = int(np.argmax(f1))
+        return self.at(scores[i]) | {"rule": "max F1 (precision target unreachable)"}
+
+    def summary(self, conf: float) -> dict:
+        return {
+            "images": self.n_images,
+            "boxes": self.n_gt,
+            "mAP50": round(self.ap50(), 4),
+            "at_conf": self.at(conf),
+            "ms_per_image": round(1000 * self.seconds / max(self.n_images, 1), 1),
+        }
+
+
+def _read(path: Path) -> np.ndarray:
+    import cv2
+
+    image = cv2.imread(str(path))
+    if image is None:
+        raise OSError(f"cannot read {path}")
+    return image
+
+
+def evaluate_samples(detector, samples: list[Sample], vehicles: dict, full_imgsz: int, crop_imgsz: int) -> dict[str, Matches]:
+    from stream_pipeline.training.logo_detector.dataset import crop_labels, vehicle_crops
+
+    full, crops = Matches(), Matches()
+    for s in samples:
+        image = _read(s.image)
+        gt = np.array([b.xyxy() for b in s.boxes], dtype=np.float32).reshape(-1, 4)
+        t0 = time.perf_counter()
+        [d] = detector.detect([image], conf=0.001, imgsz=full_imgsz)
+        full.seconds += time.perf_counter() - t0
+        full.add(d.xyxy, d.confidence, gt)
+        for crop in vehicle_crops(s, vehicles[s.key]):
+            x1, y1, x2, y2 = crop
+            patch = np.ascontiguousarray(image[y1:y2, x1:x2])
+            cgt = np.array(crop_labels(s, crop), dtype=np.float32).reshape(-1, 4)
+            t0 = time.perf_counter()
+            [d] = detector.detect([patch], conf=0.001, imgsz=crop_imgsz)
+            crops.seconds += time.perf_counter() - t0
+            crops.add(d.xyxy, d.confidence, cgt)
+    return {"full": full, "crops": crops}
+
+
+def evaluate(
+    model_path: Path | None = None,
+    splits: tuple[str, ...] = ("val", "test"),
+    full_imgsz: int = 640,
+    crop_imgsz: int | None = None,
+    conf: float | None = None,
+    choose_on: str = "val",
+    choose_view: str = "crops",
+) -> dict:
+    """Evaluate a model on the committed split. If `conf` is None it is chosen on
+    `choose_on`/`choose_view` (max recall at precision >= 0.85) and applied everywhere."""
+    from stream_pipeline.brands.logo_detector import LogoDetector
+    from stream_pipeline.training.logo_detector.dataset import detect_vehicles, samples_by_split
+
+    detector = LogoDetector.load(model_path)
+    crop_imgsz = crop_imgsz or detector.imgsz
+    split = samples_by_split()
+    results: dict[str, dict[str, Matches]] = {}
+    for name in splits:
+        vehicles = detect_vehicles(split[name])
+        log.info("evaluating %s on %d %s photos", detector.model_path.name, len(split[name]), name)
+        results[name] = evaluate_samples(detector, split[name], vehicles, full_imgsz, crop_imgsz)
+    chosen = None
+    if conf is None:
+        source = results.get(choose_on) or next(iter(results.values()))
+        chosen = source[choose_view].best_threshold()
+        conf = chosen["conf"]
+    report = {
+        "model": str(detector.model_path),
+        "iou_threshold": IOU_THRESHOLD,
+        "full_imgsz": full_imgsz,
+        "crop_imgsz": crop_imgsz,
+        "conf": conf,
+        "conf_choice": chosen,
+        "results": {
+            name: {view: m.summary(conf) | {"best_on_this_set": m.best_threshold()} for view, m in views.items()}
+            for name, views in results.items()
+        },
+    }
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [f"model {report['model']}  conf {report['conf']}  IoU {report['iou_threshold']}"]
+    for name, views in report["results"].items():
+        for view, r in views.items():
+            a = r["at_conf"]
+            size = report["full_imgsz"] if view == "full" else report["crop_imgsz"]
+            lines.append(
+                f"{name:5s} {view:5s} imgsz {size:4d}  images {r['images']:4d} boxes {r['boxes']:4d}  "
+                f"P {a['precision']:.3f} R {a['recall']:.3f} (tp {a['tp']} fp {a['fp']} fn {a['fn']})  "
+                f"mAP50 {r['mAP50']:.3f}  {r['ms_per_image']:.1f} ms/img"
+            )
+    return "\n".join(lines)
+
+
+def save_report(report: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")

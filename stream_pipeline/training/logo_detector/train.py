@@ -1,0 +1,148 @@
+"""Fine-tune YOLO11n (COCO, ../shared/models/yolo11n.pt) into a one-class badge detector.
+
+Training runs on vehicle-sized crops at TRAIN_IMGSZ (see dataset.py), on one CPU thread
+with no data-loader workers so it can share a 2-core machine. Runs live under
+work/logo_detector/runs/<name>; `resume=True` continues the last.pt of a stopped run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from stream_pipeline.core.errors import UserError
+from stream_pipeline.core.paths import shared_dir
+from stream_pipeline.training.logo_detector.common import MODEL_DIR, WORK_DIR, setup_offline_ultralytics
+
+log = logging.getLogger(__name__)
+
+TRAIN_IMGSZ = 320
+RUNS_DIR = WORK_DIR / "runs"
+
+# Augmentation tuned for small badges on vehicle crops: no mosaic (it would halve the
+# badges and build scenes the detector never sees at run time), moderate scale jitter.
+HYPERPARAMETERS = dict(
+    mosaic=0.0,
+    close_mosaic=0,
+    scale=0.35,
+    translate=0.1,
+    fliplr=0.5,
+    degrees=0.0,
+    hsv_h=0.015,
+    hsv_s=0.6,
+    hsv_v=0.4,
+    mixup=0.0,
+    erasing=0.0,
+)
+
+
+def base_weights() -> Path:
+    path = shared_dir() / "models" / "yolo11n.pt"
+    if not path.exists():
+        raise UserError(f"starting checkpoint not found: {path}")
+    return path
+
+
+def train(
+    data_yaml: Path,
+    name: str = "logo320",
+    epochs: int = 30,
+    imgsz: int = TRAIN_IMGSZ,
+    batch: int = 16,
+    threads: int = 1,
+    resume: bool = False,
+    fraction: float = 1.0,
+    patience: int = 100,
+    time_hours: float | None = None,
+) -> Path:
+    """Train (or resume) and return the run folder.
+
+    time_hours: wall-clock budget; ultralytics then re-estimates the epoch count after
+    each epoch so the learning-rate schedule ends on time (overrides `epochs`).
+    """
+    setup_offline_ultralytics(threads)
+    from ultralytics import YOLO
+
+    run_dir = RUNS_DIR / name
+    last = run_dir / "weights" / "last.pt"
+    t0 = time.time()
+    if resume:
+        if not last.exists():
+            raise UserError(f"nothing to resume: {last} does not exist")
+        log.info("resuming %s", last)
+        YOLO(str(last)).train(resume=True, workers=0, device="cpu")
+    else:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        model = YOLO(str(base_weights()))
+        model.train(
+            data=str(data_yaml),
+            epochs=epochs,
+            imgsz=imgsz,
+            batch=batch,
+            workers=0,
+            device="cpu",
+            project=str(RUNS_DIR),
+            name=name,
+            exist_ok=True,
+            single_cls=True,
+            amp=False,
+            plots=False,
+            cache="ram",
+            fraction=fraction,
+            patience=patience,
+            **({"time": time_hours} if time_hours else {}),
+            optimizer="AdamW",
+            lr0=0.002,
+            cos_lr=True,
+            warmup_epochs=1.0,
+            seed=0,
+            deterministic=False,
+            verbose=True,
+            **HYPERPARAMETERS,
+        )
+    (run_dir / "train_wall_time.json").write_text(json.dumps({"seconds": time.time() - t0}))
+    return run_dir
+
+
+def epoch_times(run_dir: Path) -> list[float]:
+    """Seconds per epoch from ultralytics' results.csv (its `time` column is cumulative)."""
+    csv = run_dir / "results.csv"
+    if not csv.exists():
+        return []
+    lines = csv.read_text().splitlines()
+    header = [h.strip() for h in lines[0].split(",")]
+    if "time" not in header:
+        return []
+    col = header.index("time")
+    cumulative = [float(line.split(",")[col]) for line in lines[1:] if line.strip()]
+    return [b - a for a, b in zip([0.0] + cumulative[:-1], cumulative)]
+
+
+def install_weights(run_dir: Path, which: str = "best") -> Path:
+    """Copy the run's best.pt (stripped of optimizer state) into models/logo_detector/."""
+    src = run_dir / "weights" / f"{which}.pt"
+    if not src.exists():
+        raise UserError(f"no {which}.pt in {run_dir}/weights")
+    MODEL_DIR.mkdir(parents=True, exist_ok=True)
+    dst = MODEL_DIR / "best.pt"
+    shutil.copy(src, dst)
+    try:
+        from ultralytics.utils.torch_utils import strip_optimizer
+
+        strip_optimizer(str(dst))
+    except Exception as exc:  # pragma: no cover - stripping is optional
+        log.warning("could not strip optimizer from %s: %s", dst, exc)
+    return dst
+
+
+def export_openvino(weights: Path, imgsz: int, half: bool = False) -> Path:
+    """Export weights to OpenVINO IR next to them (models/logo_detector/best_openvino_model/)."""
+    setup_offline_ultralytics()
+    from ultralytics import YOLO
+
+    out = YOLO(str(weights)).export(format="openvino", imgsz=imgsz, half=half, dynamic=False, batch=1)
+    return Path(out)

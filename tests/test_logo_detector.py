@@ -1,0 +1,164 @@
+"""The committed badge detector (models/logo_detector/) and its CLI.
+
+Uses held-out photos from ../shared (split manifest committed with the model); no training.
+"""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from stream_pipeline.brands.logo_detector import DEFAULT_MODEL, MODEL_DIR, LogoDetector, letterbox
+from stream_pipeline.cli import main
+from stream_pipeline.core.errors import ModelError
+from stream_pipeline.core.paths import shared_dir
+from stream_pipeline.core.types import Detections
+
+SHARED = shared_dir(required=False)
+needs_shared = pytest.mark.skipif(SHARED is None, reason="../shared data not available")
+
+
+def _iou(a, b) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _heldout_samples(n: int, min_side: float = 20.0):
+    """First n held-out street photos (test split) whose single badge is >= min_side px."""
+    from stream_pipeline.training.logo_detector.dataset import samples_by_split
+
+    test = samples_by_split()["test"]
+    chosen = [
+        s
+        for s in test
+        if s.key.startswith("logo-boxes/") and len(s.boxes) == 1 and min(s.boxes[0].w, s.boxes[0].h) >= min_side
+    ]
+    assert len(chosen) >= n
+    return chosen[:n]
+
+
+@pytest.fixture(scope="module")
+def detector() -> LogoDetector:
+    return LogoDetector.load()
+
+
+def test_committed_model_files():
+    assert (DEFAULT_MODEL).is_dir(), "OpenVINO export missing"
+    assert any(DEFAULT_MODEL.glob("*.xml")) and any(DEFAULT_MODEL.glob("*.bin"))
+    assert (MODEL_DIR / "best.pt").is_file()
+    meta = json.loads((MODEL_DIR / "metadata.json").read_text())
+    assert meta["names"] == ["logo"]
+    assert 0.0 < meta["conf"] < 1.0 and meta["imgsz"] % 32 == 0
+    split = json.loads((MODEL_DIR / "split.json").read_text())
+    sets = [set(split[k]) for k in ("train", "val", "test")]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2]), "an image sits in two splits"
+    assert len(sets[2]) >= 150
+
+
+def test_missing_model_is_a_clear_model_error(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        LogoDetector.load(tmp_path / "nope_openvino_model")
+    empty = tmp_path / "empty_openvino_model"
+    empty.mkdir()
+    with pytest.raises(ModelError, match="no OpenVINO"):
+        LogoDetector.load(empty)
+
+
+def test_cli_missing_model_exits_non_zero_with_one_line(tmp_path, capsys):
+    image = tmp_path / "x.png"
+    cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
+    code = main(["detect-logos", str(image), "--json", "--model", str(tmp_path / "missing")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == ModelError.exit_code
+    assert len(err) == 1 and "logo detector model not found" in err[0]
+
+
+def test_letterbox_maps_back_to_input_pixels():
+    image = np.zeros((100, 300, 3), np.uint8)
+    padded, r, (px, py) = letterbox(image, 320)
+    assert padded.shape == (320, 320, 3)
+    assert r == pytest.approx(320 / 300)
+    assert px == 0 and py == round((320 - 100 * r) / 2 - 0.1)
+
+
+@needs_shared
+def test_finds_the_badge_in_heldout_vehicle_crops(detector):
+    from stream_pipeline.training.logo_detector.dataset import crop_labels, vehicle_crops
+
+    samples = _heldout_samples(8)
+    found = 0
+    for s in samples:
+        image = cv2.imread(str(s.image))
+        [crop] = vehicle_crops(s, vehicles=[])  # badge-centred, vehicle-sized window (no vehicle detector)
+        x1, y1, x2, y2 = crop
+        [gt] = crop_labels(s, crop)
+        [det] = detector.detect([np.ascontiguousarray(image[y1:y2, x1:x2])])
+        assert isinstance(det, Detections)
+        assert np.all(det.class_id == 0)
+        assert np.all(np.diff(det.confidence) <= 0), "detections must be sorted by confidence"
+        if len(det) and max(_iou(b, gt) for b in det.xyxy) >= 0.5:
+            found += 1
+    assert found >= 7, f"badge found in only {found}/8 held-out vehicle crops"
+
+
+@needs_shared
+def test_finds_the_badge_in_heldout_full_photos(detector):
+    samples = _heldout_samples(6)
+    full = int(detector.metadata.get("full_frame_imgsz", 640))
+    found = 0
+    for s in samples:
+        [det] = detector.detect([cv2.imread(str(s.image))], imgsz=full)
+        gt = s.boxes[0].xyxy()
+        if len(det) and max(_iou(b, gt) for b in det.xyxy) >= 0.5:
+            found += 1
+    assert found >= 5, f"badge found in only {found}/6 held-out photos"
+
+
+@needs_shared
+def test_detect_logos_json_shape_and_coordinates(tmp_path, capsys):
+    from stream_pipeline.training.logo_detector.dataset import crop_labels, vehicle_crops
+
+    s = _heldout_samples(1)[0]
+    image = cv2.imread(str(s.image))
+    [crop] = vehicle_crops(s, vehicles=[])
+    x1, y1, x2, y2 = crop
+    patch = image[y1:y2, x1:x2]
+    [gt] = crop_labels(s, crop)
+    small = tmp_path / "crop.png"
+    big = tmp_path / "crop_x2.png"
+    cv2.imwrite(str(small), patch)
+    cv2.imwrite(str(big), cv2.resize(patch, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC))
+
+    assert main(["detect-logos", str(small), str(big), "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    records = [json.loads(line) for line in lines]
+    assert [r["path"] for r in records] == [str(small), str(big)]
+    for record, scale in zip(records, (1, 2)):
+        assert set(record) == {"path", "boxes"}
+        assert record["boxes"], "no badge found"
+        h, w = patch.shape[0] * scale, patch.shape[1] * scale
+        confs = [b["confidence"] for b in record["boxes"]]
+        assert confs == sorted(confs, reverse=True)
+        for b in record["boxes"]:
+            assert set(b) == {"xyxy", "confidence"} and len(b["xyxy"]) == 4
+            bx1, by1, bx2, by2 = b["xyxy"]
+            assert 0 <= bx1 <= bx2 <= w and 0 <= by1 <= by2 <= h
+            assert 0 < b["confidence"] <= 1
+        top = record["boxes"][0]["xyxy"]
+        # In the input image's pixels: matches the label, scaled with the image.
+        assert _iou(top, [v * scale for v in gt]) >= 0.5
+    small_box = np.array(records[0]["boxes"][0]["xyxy"])
+    big_box = np.array(records[1]["boxes"][0]["xyxy"])
+    np.testing.assert_allclose(big_box, 2 * small_box, atol=0.1 * max(patch.shape[:2]) * 0.1 + 3)
+
+
+def test_detect_on_blank_image_returns_empty_detections(detector):
+    [det] = detector.detect([np.full((200, 300, 3), 127, np.uint8)])
+    assert isinstance(det, Detections) and len(det) == 0
