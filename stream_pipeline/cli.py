@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from stream_pipeline.core.errors import UserError
@@ -71,9 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_native_logs(verbose: bool) -> None:
+    """FFmpeg and OpenCV print their own warnings to stderr; the CLI reports errors itself."""
+    if not verbose:
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+        os.environ.setdefault("OPENCV_VIDEOIO_DEBUG", "0")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_native_logs(args.verbose)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

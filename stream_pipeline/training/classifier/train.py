@@ -134,8 +134,9 @@ def set_upper_trainable(base, trainable: bool) -> None:
 
 # ----------------------------------------------------------------------------- feature cache
 
-def _street_backgrounds(shared: Path, records: list[Record], rng: np.random.Generator, n: int = 300):
-    photos = sorted({r.path for r in records if r.source == "logo-boxes" and r.split == "train"})
+def _street_backgrounds(shared: Path, records: list[Record], rng: np.random.Generator, n: int = 300,
+                        split: str = "train"):
+    photos = sorted({r.path for r in records if r.source == "logo-boxes" and r.split == split})
     out = []
     for path in rng.choice(photos, size=min(n, len(photos)), replace=False):
         img = read_image(shared / path)

@@ -69,8 +69,8 @@ def group_near_duplicates(samples: list[Sample], threshold: int = PHASH_THRESHOL
 
     for i in range(n):
         d = np.minimum((plain[i] != plain).sum(1), (mirrored[i] != plain).sum(1))
-        for j in np.nonzero(d <= threshold)[0]:
-            if j > i:
+        for j in np.nonzero(d <= threshold)[0]:  # mirror distance is not symmetric: test every j
+            if j != i:
                 ri, rj = find(i), find(int(j))
                 if ri != rj:
                     parent[max(ri, rj)] = min(ri, rj)

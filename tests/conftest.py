@@ -1,0 +1,60 @@
+"""Shared fixtures: the ../shared folder, CLI runner, output readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stream_pipeline.core.paths import PROJECT_ROOT, shared_dir
+
+NO_BRANDS = "brands:\n  enabled: false\n"
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    return shared_dir()
+
+
+@pytest.fixture(scope="session")
+def videos(shared: Path) -> Path:
+    return shared / "videos"
+
+
+@pytest.fixture
+def no_brands_config(tmp_path: Path) -> Path:
+    path = tmp_path / "no_brands.yaml"
+    path.write_text(NO_BRANDS)
+    return path
+
+
+def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m stream_pipeline ARGS` as a user would (headless)."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("DISPLAY", None)
+    full_env.pop("WAYLAND_DISPLAY", None)
+    return subprocess.run(
+        [sys.executable, "-m", "stream_pipeline", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=PROJECT_ROOT,
+        env=full_env,
+    )
+
+
+def read_events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def count_video_frames(path: Path) -> tuple[int, str]:
+    """Decode every frame (proves the file is finalised and playable); returns (frames, codec)."""
+    import av
+
+    with av.open(str(path)) as container:
+        codec = container.streams.video[0].codec_context.name
+        return sum(1 for _ in container.decode(video=0)), codec

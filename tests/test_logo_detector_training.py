@@ -1,0 +1,58 @@
+"""Logo-detector training helpers: split manifest is leakage-free, metrics are right. No training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stream_pipeline.core.paths import shared_dir
+from stream_pipeline.training.logo_detector.common import SPLIT_MANIFEST, Box, Sample
+from stream_pipeline.training.logo_detector.evaluate import Matches
+
+
+def test_matches_perfect_and_missing():
+    m = Matches()
+    m.add(np.array([[0, 0, 10, 10]], float), np.array([0.9]), np.array([[0, 0, 10, 10]], float))
+    m.add(np.zeros((0, 4)), np.zeros(0), np.array([[5, 5, 20, 20]], float))
+    assert m.ap50() == pytest.approx(0.5)
+    assert m.at(0.5) == {"conf": 0.5, "precision": 1.0, "recall": 0.5, "tp": 1, "fp": 0, "fn": 1}
+
+
+def test_matches_duplicate_is_false_positive_and_threshold_choice():
+    m = Matches()
+    gt = np.array([[0, 0, 10, 10]], float)
+    m.add(np.array([[0, 0, 10, 10], [1, 1, 10, 10], [50, 50, 60, 60]], float), np.array([0.9, 0.8, 0.3]), gt)
+    assert m.tp == [True, False, False]
+    best = m.best_threshold(0.85)
+    assert best["conf"] == pytest.approx(0.9) and best["recall"] == 1.0 and best["precision"] == 1.0
+
+
+def test_vehicle_crop_contains_badge_and_labels_are_in_crop_pixels():
+    from stream_pipeline.training.logo_detector.dataset import crop_labels, vehicle_crops
+
+    s = Sample("x/1.jpg", None, 480, 480, (Box(200, 300, 220, 320, "kia"),))
+    [crop] = vehicle_crops(s, vehicles=[[100, 200, 330, 420]])
+    assert crop[0] <= 100 and crop[2] >= 330  # the vehicle plus a margin
+    [lab] = crop_labels(s, crop)
+    assert lab == [200 - crop[0], 300 - crop[1], 220 - crop[0], 320 - crop[1]]
+    [fallback] = vehicle_crops(s, vehicles=[])
+    assert fallback[0] <= 200 and fallback[2] >= 220 and fallback[1] <= 300 and fallback[3] >= 320
+    assert 150 <= fallback[2] - fallback[0] <= 200  # ~9 badge widths
+
+
+@pytest.mark.skipif(shared_dir(required=False) is None, reason="../shared data not available")
+def test_split_manifest_has_no_near_duplicates_across_splits():
+    from stream_pipeline.training.logo_detector.dataset import PHASH_THRESHOLD, _phashes, samples_by_split
+
+    manifest = json.loads(SPLIT_MANIFEST.read_text())
+    split = samples_by_split()
+    assert sum(len(v) for v in split.values()) == sum(manifest["counts"].values())
+    names = [name for name, ss in split.items() for _ in ss]
+    plain, mirrored = _phashes([s for ss in split.values() for s in ss])
+    labels = np.array(names)
+    for i in range(len(plain)):
+        d = np.minimum((plain[i] != plain).sum(1), (mirrored[i] != plain).sum(1))
+        close = (d <= PHASH_THRESHOLD) & (labels != labels[i])
+        assert not close.any(), f"near-duplicate across splits: {names[i]} vs {labels[close][:3]}"

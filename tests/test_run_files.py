@@ -1,0 +1,120 @@
+"""End-to-end runs on real clips from ../shared/videos (vehicle path; brands off for speed)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stream_pipeline.core.paths import PROJECT_ROOT
+from tests.conftest import count_video_frames, read_events, run_cli
+
+VEHICLE_FIELDS = {
+    "event", "track_id", "class", "first_frame", "last_frame", "first_seen_s", "last_seen_s", "wall_time",
+    "brand", "brand_confidence", "votes", "bbox", "snapshot",
+}
+
+
+@pytest.fixture(scope="module")
+def highway_run(tmp_path_factory, videos: Path) -> Path:
+    out = tmp_path_factory.mktemp("highway")
+    config = out / "cfg.yaml"
+    config.write_text("brands:\n  enabled: false\n")
+    result = run_cli("run", str(videos / "highway_overpass_720p.mp4"), "--config", str(config),
+                     "--out", str(out / "run"), "--max-frames", "150")
+    assert result.returncode == 0, result.stderr
+    return out / "run"
+
+
+def test_annotated_video_has_every_frame(highway_run: Path):
+    frames, codec = count_video_frames(highway_run / "annotated.mp4")
+    assert frames == 150
+    assert codec == "h264"
+
+
+def test_vehicle_records_are_complete_and_plausible(highway_run: Path):
+    events = read_events(highway_run / "events.jsonl")
+    vehicles = [e for e in events if e["event"] == "vehicle"]
+    # The highway clip shows many cars both ways: many vehicles, but far fewer than one per frame.
+    assert 8 <= len(vehicles) <= 60, len(vehicles)
+    assert len({v["track_id"] for v in vehicles}) == len(vehicles)  # exactly one record per track
+    for v in vehicles:
+        assert VEHICLE_FIELDS <= v.keys()
+        assert v["class"] in {"car", "truck", "bus", "motorcycle"}
+        assert 0 <= v["first_frame"] <= v["last_frame"] < 150
+        assert v["first_seen_s"] == pytest.approx(v["first_frame"] / 30.0, abs=0.01)
+        assert v["brand"] == "unknown" and v["brand_confidence"] == 0
+        x1, y1, x2, y2 = v["bbox"]
+        assert 0 <= x1 < x2 <= 1281 and 0 <= y1 < y2 <= 721
+        assert v["wall_time"].endswith("Z")
+        assert (highway_run / v["snapshot"]).is_file()
+    assert events[0]["event"] == "stream" and events[0]["status"] == "started"
+    assert events[-1]["status"] == "ended" and events[-1]["frames"] == 150 and events[-1]["vehicles"] == len(vehicles)
+
+
+def test_csv_holds_the_same_vehicles(highway_run: Path):
+    vehicles = [e for e in read_events(highway_run / "events.jsonl") if e["event"] == "vehicle"]
+    with (highway_run / "vehicles.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["track_id"]) for r in rows] == [v["track_id"] for v in vehicles]
+    assert [r["class"] for r in rows] == [v["class"] for v in vehicles]
+    assert [json.loads(r["bbox"]) for r in rows] == [v["bbox"] for v in vehicles]
+
+
+def test_folder_input_gives_one_output_per_video(tmp_path: Path, videos: Path, no_brands_config: Path):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in ("intel_parking_lot.mp4", "freeway_lowres.avi"):
+        (folder / name).symlink_to(videos / name)
+    (folder / "notes.txt").write_text("not a video")
+    result = run_cli("run", str(folder), "--config", str(no_brands_config), "--out", str(tmp_path / "out"),
+                     "--max-frames", "25", "--show")
+    assert result.returncode == 0, result.stderr
+    assert "no display" in result.stderr  # --show without a screen continues headless
+    for stem in ("intel_parking_lot", "freeway_lowres"):
+        run = tmp_path / "out" / stem
+        assert count_video_frames(run / "annotated.mp4")[0] == 25
+        assert read_events(run / "events.jsonl")[-1]["frames"] == 25
+
+
+def test_corrupt_video_is_one_line_error(tmp_path: Path, no_brands_config: Path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4096))
+    result = run_cli("run", str(bad), "--config", str(no_brands_config), "--out", str(tmp_path / "out"))
+    assert result.returncode == 3
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "broken.mp4" in result.stderr and ("corrupt" in result.stderr or "cannot open" in result.stderr)
+
+
+def test_ctrl_c_finalises_video_and_writes_open_tracks(tmp_path: Path, videos: Path, no_brands_config: Path):
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream_pipeline", "run", str(videos / "urban_arterial.mp4"),
+         "--config", str(no_brands_config), "--out", str(out), "--no-progress"],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    video = out / "annotated.mp4"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and (not video.exists() or video.stat().st_size < 200_000):
+        time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    events = read_events(out / "events.jsonl")
+    end = events[-1]
+    assert end["reason"] == "interrupted"
+    assert 0 < end["frames"] < 1190
+    frames, _ = count_video_frames(video)
+    assert frames == end["frames"]  # finalised: every processed frame is in a playable file
+    vehicles = [e for e in events if e["event"] == "vehicle"]
+    assert len(vehicles) == end["vehicles"] >= 1
+    assert any(v["last_frame"] >= end["frames"] - 5 for v in vehicles)  # tracks open at Ctrl-C were written

@@ -1,0 +1,59 @@
+"""Track lifecycle on top of ByteTrack: confirmation, ending, pruning."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stream_pipeline.core.config import TrackerConfig
+from stream_pipeline.core.types import Detections, Frame
+from stream_pipeline.tracking import VehicleTracker
+
+IMAGE = np.zeros((480, 640, 3), dtype=np.uint8)
+
+
+def _frame(i: int) -> Frame:
+    return Frame(IMAGE, i, i / 30.0)
+
+
+def _box(x: float) -> Detections:
+    return Detections(np.array([[x, 100, x + 80, 160]]), [0.9], [2])
+
+
+def test_track_is_confirmed_then_ended_and_pruned():
+    tracker = VehicleTracker(TrackerConfig(min_hits=3), frame_rate=30)
+    ended_all = []
+    for i in range(10):  # a car moving right for 10 frames
+        tracked, ended = tracker.update(_box(50 + 8 * i), _frame(i))
+        ended_all += ended
+        if i >= 2:
+            assert len(tracked) == 1  # confirmed from its third frame on
+    track_id = int(tracked.tracker_id[0])
+    assert tracker.tracks[track_id].hits == 10
+    for i in range(10, 60):  # gone: ByteTrack keeps it lost for track_buffer frames, then drops it
+        _, ended = tracker.update(Detections.empty(), _frame(i))
+        ended_all += ended
+    assert [t.track_id for t in ended_all] == [track_id]
+    assert ended_all[0].first_frame == 0 and ended_all[0].last_frame == 9
+    assert tracker.tracks == {}  # per-track state pruned
+
+
+def test_flicker_never_becomes_a_vehicle():
+    tracker = VehicleTracker(TrackerConfig(min_hits=3), frame_rate=30)
+    outputs = []
+    for i in range(2):
+        tracked, _ = tracker.update(_box(300), _frame(i))
+        outputs.append(len(tracked))
+    ended = []
+    for i in range(2, 60):
+        ended += tracker.update(Detections.empty(), _frame(i))[1]
+    assert outputs == [0, 0]
+    assert ended == [] and tracker.flush() == [] and tracker.tracks == {}
+
+
+def test_flush_returns_open_confirmed_tracks():
+    tracker = VehicleTracker(TrackerConfig(min_hits=2), frame_rate=30)
+    for i in range(5):
+        tracker.update(_box(100 + 5 * i), _frame(i))
+    flushed = tracker.flush()
+    assert len(flushed) == 1 and flushed[0].last_frame == 4
+    assert tracker.tracks == {}
