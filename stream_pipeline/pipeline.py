@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stream_pipeline.brands.recognizer import VEHICLE_PAD, BrandRecognizer, crop, track_decision
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # A new vehicle snapshot is taken only when the box grew by this factor: copying a crop
 # every frame would cost more than it adds.
 SNAPSHOT_GROWTH = 1.15
+STAGES = ("detect", "track", "brands", "render")
 
 
 @dataclass
@@ -42,6 +43,9 @@ class RunSummary:
     frames_dropped: int = 0
     stopped_by: str = "end"  # end | max-frames | quit | interrupted | error
     error: str | None = None
+    source_fps: float = 0.0
+    # Wall seconds spent per stage (detect, track, brands, render), for the benchmark.
+    stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
     @property
     def fps(self) -> float:
@@ -79,6 +83,7 @@ class Pipeline:
         out.mkdir(parents=True, exist_ok=True)
         frame_source = open_source(source, self.config.source)
         summary = RunSummary(source=frame_source.name, out_dir=out)
+        clock = summary.stage_s
         progress = progress or ProgressCallback()
         cfg = self.config.output
         started = time.perf_counter()
@@ -97,6 +102,7 @@ class Pipeline:
             window = stack.enter_context(LiveWindow(self.config.display.window_name, self.config.display.max_window_px)) if show else None
             tracker = VehicleTracker(self.config.tracker, frame_rate=frame_source.fps)
             annotator = Annotator(self.detector.names, cfg.draw_clock)
+            summary.source_fps = frame_source.fps
             events.write({"event": "stream", "status": "started", "source": frame_source.name,
                           "live": frame_source.is_live, "fps": round(frame_source.fps, 3),
                           "total_frames": frame_source.total_frames, "wall_time": utc_now_iso()})
@@ -112,15 +118,17 @@ class Pipeline:
 
             try:
                 for frame in frame_source.frames():
-                    tracked, ended = self._step(frame, tracker, events)
+                    tracked, ended = self._step(frame, tracker, events, clock)
                     for track in ended:
                         finish(track)
+                    t0 = time.perf_counter()
                     if video is not None or window is not None:
                         annotated = annotator.draw(frame, tracked, tracker.tracks, tracker.confirmed_count)
                         if video is not None:
                             video.write(annotated)
                         if window is not None and not window.show(annotated):
                             summary.stopped_by = "quit"
+                    clock["render"] += time.perf_counter() - t0
                     summary.frames += 1
                     progress.update(summary.frames, tracker.confirmed_count, summary.frames / max(1e-9, time.perf_counter() - started))
                     if summary.stopped_by == "quit":
@@ -152,8 +160,12 @@ class Pipeline:
                               "fps": round(summary.fps, 2), "codec": summary.codec, "wall_time": utc_now_iso()})
         return summary
 
-    def _step(self, frame: Frame, tracker: VehicleTracker, events: EventLog) -> tuple[Detections, list[TrackState]]:
+    def _step(
+        self, frame: Frame, tracker: VehicleTracker, events: EventLog, clock: dict[str, float]
+    ) -> tuple[Detections, list[TrackState]]:
+        t0 = time.perf_counter()
         detections = self.detector.detect(frame.image)
+        t1 = time.perf_counter()
         tracked, ended = tracker.update(detections, frame)
         for row, track_id in enumerate(tracked.tracker_id):
             track = tracker.tracks.get(int(track_id))
@@ -162,12 +174,16 @@ class Pipeline:
                 track.best_view, _ = crop(frame.image, tracked.xyxy[row], VEHICLE_PAD)
                 track.best_view = track.best_view.copy()
                 track.best_view_area = area
+        t2 = time.perf_counter()
+        clock["detect"] += t1 - t0
+        clock["track"] += t2 - t1
         if self.recognizer is not None and len(tracked):
             for change in self.recognizer.process(frame, tracked, tracker.tracks):
                 d = change.decision
                 events.write({"event": "brand", "track_id": change.track.track_id, "brand": d.brand,
                               "brand_confidence": d.confidence, "votes": d.votes, "frame": frame.index,
                               "stream_s": round(frame.timestamp_s, 3), "wall_time": utc_now_iso()})
+            clock["brands"] += time.perf_counter() - t2
         return tracked, ended
 
     def _record(self, track: TrackState, source: str, snapshots: SnapshotWriter | None) -> VehicleRecord:

@@ -121,7 +121,8 @@ def test_finds_the_badge_in_heldout_full_photos(detector):
 
 
 @needs_shared
-def test_detect_logos_json_shape_and_coordinates(tmp_path, capsys):
+@pytest.mark.parametrize("mode", ["auto", "crop"])
+def test_detect_logos_json_shape_and_coordinates(tmp_path, capsys, mode):
     from stream_pipeline.training.logo_detector.dataset import crop_labels, vehicle_crops
 
     s = _heldout_samples(1)[0]
@@ -135,7 +136,8 @@ def test_detect_logos_json_shape_and_coordinates(tmp_path, capsys):
     cv2.imwrite(str(small), patch)
     cv2.imwrite(str(big), cv2.resize(patch, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC))
 
-    assert main(["detect-logos", str(small), str(big), "--json"]) == 0
+    args = ["detect-logos", str(small), str(big), "--json"] + (["--mode", mode] if mode != "auto" else [])
+    assert main(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2
     records = [json.loads(line) for line in lines]

@@ -98,7 +98,8 @@ class BrandClassifier:
             import openvino as ov
 
             core = ov.Core()
-            config = {"PERFORMANCE_HINT": "THROUGHPUT" if batch_size > 1 else "LATENCY"}
+            # One synchronous request per batch: LATENCY lets it use all threads.
+            config = {"PERFORMANCE_HINT": "LATENCY"}
             if num_threads:
                 config["INFERENCE_NUM_THREADS"] = int(num_threads)
             model = core.read_model(str(xml))

@@ -117,7 +117,10 @@ class LogoDetector:
 
 
 class _OpenVinoBackend:
-    def __init__(self, xml: Path):
+    """YOLO detect head output (1, 4 + nc, N) -> boxes; `class_ids` restricts the classes scored."""
+
+    def __init__(self, xml: Path, class_ids: Sequence[int] | None = None):
+        self.class_ids = None if class_ids is None else np.asarray(class_ids, dtype=np.int64)
         try:
             import openvino as ov
         except ImportError as exc:  # pragma: no cover
@@ -144,7 +147,8 @@ class _OpenVinoBackend:
             padded, r, (px, py) = letterbox(image, self.static_hw)
         blob = np.ascontiguousarray(padded[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
         pred = self._request.infer({0: blob})[self._compiled.output(0)][0]  # (4 + nc, N)
-        scores = pred[4:].max(0)
+        cls = pred[4:] if self.class_ids is None else pred[4:][self.class_ids]
+        scores = cls.max(0)
         keep = scores >= conf
         if not np.any(keep):
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)

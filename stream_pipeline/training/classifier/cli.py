@@ -87,8 +87,13 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     from stream_pipeline.training.classifier import evaluate
 
-    report = evaluate.evaluate(_shared(args), arch=args.arch, model_dir=_model_dir(args), threads=args.threads)
+    model_dir = _model_dir(args)
+    report = evaluate.evaluate(_shared(args), arch=args.arch, model_dir=model_dir, threads=args.threads)
     print(json.dumps(report["summary"], indent=2))
+    if (model_dir / "eval_report.json").is_file() and (model_dir / "metadata.json").is_file():
+        from stream_pipeline.training.classifier.card import write_model_card
+
+        print(f"model card: {write_model_card(model_dir)}")
     return 0
 
 

@@ -36,6 +36,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.prepare_only:
             print(data_yaml)
             return 0
+        train.RUNS_DIR.mkdir(parents=True, exist_ok=True)
+        command = "OMP_NUM_THREADS=1 stream-pipeline " + " ".join(sys.argv[1:])
         train.train(
             data_yaml,
             name=args.name,
@@ -46,6 +48,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             fraction=args.fraction,
             time_hours=args.hours,
         )
+    if not args.resume:
+        (run_dir / "command.txt").write_text(command + "\n")
     times = train.epoch_times(run_dir)
     if times:
         print(f"epochs {len(times)}, median {sorted(times)[len(times) // 2]:.0f} s/epoch")
@@ -58,19 +62,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _ship(run_dir: Path, imgsz: int, full_imgsz: int = 640) -> int:
     """Install best.pt, export OpenVINO, choose the threshold on val, write metadata."""
     from stream_pipeline.training.logo_detector import evaluate, train
-    from stream_pipeline.training.logo_detector.common import METADATA_FILE, MODEL_DIR
+    from stream_pipeline.training.logo_detector.common import METADATA_FILE, MODEL_DIR, WORK_DIR
+    from stream_pipeline.training.logo_detector.model_card import write_model_card
 
     weights = train.install_weights(run_dir)
     export_dir = train.export_openvino(weights, imgsz)
     meta = {"imgsz": imgsz, "full_frame_imgsz": full_imgsz, "conf": 0.25, "iou": 0.6, "names": ["logo"]}
     METADATA_FILE.write_text(json.dumps(meta, indent=1) + "\n")
-    report = evaluate.evaluate(export_dir, full_imgsz=full_imgsz, crop_imgsz=imgsz)
+    synth = WORK_DIR / "synth_unseen"
+    report = evaluate.evaluate(
+        export_dir, full_imgsz=full_imgsz, crop_imgsz=imgsz, folders=(synth,) if synth.is_dir() else ()
+    )
     meta["conf"] = report["conf"]
     meta["conf_rule"] = report["conf_choice"]["rule"] + " on val vehicle crops (IoU 0.5)"
     meta["train_run"] = run_dir.name
     METADATA_FILE.write_text(json.dumps(meta, indent=1) + "\n")
     evaluate.save_report(report, MODEL_DIR / "evaluation.json")
     print(evaluate.format_report(report))
+    cmd_file = run_dir / "command.txt"
+    command = cmd_file.read_text().strip() if cmd_file.exists() else "(training command not recorded)"
+    print(f"wrote {write_model_card(run_dir, command, train.epoch_times(run_dir))}")
     return 0
 
 
@@ -89,6 +100,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         crop_imgsz=args.imgsz,
         conf=args.conf,
         choose_on="val" if "val" in splits else splits[0],
+        folders=tuple(Path(f) for f in args.folder),
+        timing_images=args.timing_images,
     )
     print(evaluate.format_report(report))
     if args.out:
@@ -124,8 +137,16 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
     from stream_pipeline.brands.logo_detector import LogoDetector
 
+    from stream_pipeline.training.logo_detector.photo import VehicleFinder, detect_in_photo
+
     paths = _expand_images(args.images)
-    detector = LogoDetector.load(Path(args.model) if args.model else None, conf=args.conf, imgsz=args.imgsz)
+    detector = LogoDetector.load(Path(args.model) if args.model else None, conf=args.conf)
+    vehicles = None
+    if args.mode == "auto":
+        try:
+            vehicles = VehicleFinder()
+        except UserError as exc:  # no ../shared: whole-image pass only
+            log.warning("no vehicle detector (%s): whole-image pass only", exc)
     status = 0
     for path in paths:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -133,7 +154,13 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             print(f"stream-pipeline: error: cannot read image {path}", file=sys.stderr)
             status = 2
             continue
-        [det] = detector.detect([image])
+        if args.mode == "auto":
+            det = detect_in_photo(detector, image, vehicles, whole_imgsz=args.imgsz)
+        else:
+            size = args.imgsz or (
+                detector.imgsz if args.mode == "crop" else int(detector.metadata.get("full_frame_imgsz", 640))
+            )
+            [det] = detector.detect([image], imgsz=size)
         boxes = [
             {"xyxy": [round(float(v), 2) for v in xyxy], "confidence": round(float(c), 4)}
             for xyxy, c in zip(det.xyxy, det.confidence)
@@ -179,6 +206,9 @@ def add_commands(subparsers) -> None:
     e.add_argument("--full-imgsz", type=int, default=640, help="input size on full photos (default 640)")
     e.add_argument("--imgsz", type=int, default=None, help="input size on vehicle crops (default: metadata)")
     e.add_argument("--conf", type=float, default=None, help="threshold (default: chosen on val crops)")
+    e.add_argument("--folder", action="append", default=[], metavar="DIR",
+                   help="also evaluate a YOLO images/ + labels/ folder (e.g. synthetic unseen brands), as crops")
+    e.add_argument("--timing-images", type=int, default=60, help="test photos used for the timing (0: none)")
     e.add_argument("--out", help="write the JSON report here")
     e.add_argument("--write-metadata", action="store_true", help="store the chosen threshold in metadata.json")
     e.set_defaults(func=_cmd_evaluate)
@@ -188,5 +218,12 @@ def add_commands(subparsers) -> None:
     d.add_argument("--json", action="store_true", help="one JSON object per line per image")
     d.add_argument("--model", help="model (.pt, OpenVINO folder or .xml); default: models/logo_detector/")
     d.add_argument("--conf", type=float, default=None, help="confidence threshold (default: metadata)")
-    d.add_argument("--imgsz", type=int, default=None, help="input size (default: metadata; ~640 for whole photos)")
+    d.add_argument(
+        "--mode",
+        choices=("auto", "crop", "full"),
+        default="auto",
+        help="auto (default): vehicle crops found by the COCO detector + one whole-image pass, merged; "
+        "crop: the image is a vehicle crop (one pass at the crop size, 320); full: one pass at 640",
+    )
+    d.add_argument("--imgsz", type=int, default=None, help="override the (whole-image) input size")
     d.set_defaults(func=_cmd_detect)

@@ -124,10 +124,13 @@ def _read(path: Path) -> np.ndarray:
     return image
 
 
-def evaluate_samples(detector, samples: list[Sample], vehicles: dict, full_imgsz: int, crop_imgsz: int) -> dict[str, Matches]:
+def evaluate_samples(
+    detector, samples: list[Sample], vehicles: dict, full_imgsz: int, crop_imgsz: int, finder=None
+) -> dict[str, Matches]:
     from stream_pipeline.training.logo_detector.dataset import crop_labels, vehicle_crops
+    from stream_pipeline.training.logo_detector.photo import detect_in_photo
 
-    full, crops = Matches(), Matches()
+    full, crops, photo = Matches(), Matches(), Matches()
     for s in samples:
         image = _read(s.image)
         gt = np.array([b.xyxy() for b in s.boxes], dtype=np.float32).reshape(-1, 4)
@@ -135,6 +138,11 @@ def evaluate_samples(detector, samples: list[Sample], vehicles: dict, full_imgsz
         [d] = detector.detect([image], conf=0.001, imgsz=full_imgsz)
         full.seconds += time.perf_counter() - t0
         full.add(d.xyxy, d.confidence, gt)
+        if finder is not None:
+            t0 = time.perf_counter()
+            d = detect_in_photo(detector, image, finder, conf=0.001, whole_imgsz=full_imgsz)
+            photo.seconds += time.perf_counter() - t0
+            photo.add(d.xyxy, d.confidence, gt)
         for crop in vehicle_crops(s, vehicles[s.key]):
             x1, y1, x2, y2 = crop
             patch = np.ascontiguousarray(image[y1:y2, x1:x2])
@@ -143,7 +151,41 @@ def evaluate_samples(detector, samples: list[Sample], vehicles: dict, full_imgsz
             [d] = detector.detect([patch], conf=0.001, imgsz=crop_imgsz)
             crops.seconds += time.perf_counter() - t0
             crops.add(d.xyxy, d.confidence, cgt)
-    return {"full": full, "crops": crops}
+    out = {"full": full, "crops": crops}
+    if finder is not None:
+        out["photo_auto"] = photo  # detect-logos' default: vehicle crops + whole pass, merged
+    return out
+
+
+def evaluate_folder(detector, folder: Path, imgsz: int) -> Matches:
+    """A YOLO-format folder (images/, labels/), e.g. a synthetic unseen-brand set."""
+    m = Matches()
+    images = sorted(p for p in (folder / "images").iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    for path in images:
+        image = _read(path)
+        h, w = image.shape[:2]
+        gt = []
+        label = folder / "labels" / f"{path.stem}.txt"
+        for line in label.read_text().splitlines() if label.exists() else []:
+            _, cx, cy, bw, bh = (float(v) for v in line.split()[:5])
+            gt.append([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h])
+        t0 = time.perf_counter()
+        [d] = detector.detect([image], conf=0.001, imgsz=imgsz)
+        m.seconds += time.perf_counter() - t0
+        m.add(d.xyxy, d.confidence, np.array(gt, dtype=np.float32).reshape(-1, 4))
+    return m
+
+
+def time_inference(detector, images: list[np.ndarray], imgsz: int, conf: float, warmup: int = 5) -> float:
+    """Median milliseconds per image for detect() at the operating threshold."""
+    for image in images[:warmup]:
+        detector.detect([image], conf=conf, imgsz=imgsz)
+    times = []
+    for image in images:
+        t0 = time.perf_counter()
+        detector.detect([image], conf=conf, imgsz=imgsz)
+        times.append(time.perf_counter() - t0)
+    return round(1000 * float(np.median(times)), 2)
 
 
 def evaluate(
@@ -154,6 +196,9 @@ def evaluate(
     conf: float | None = None,
     choose_on: str = "val",
     choose_view: str = "crops",
+    folders: tuple[Path, ...] = (),
+    timing_images: int = 60,
+    photo_auto: bool = True,
 ) -> dict:
     """Evaluate a model on the committed split. If `conf` is None it is chosen on
     `choose_on`/`choose_view` (max recall at precision >= 0.85) and applied everywhere."""
@@ -163,18 +208,47 @@ def evaluate(
     detector = LogoDetector.load(model_path)
     crop_imgsz = crop_imgsz or detector.imgsz
     split = samples_by_split()
+    finder = None
+    if photo_auto:
+        from stream_pipeline.training.logo_detector.photo import VehicleFinder
+
+        finder = VehicleFinder()
     results: dict[str, dict[str, Matches]] = {}
     for name in splits:
         vehicles = detect_vehicles(split[name])
         log.info("evaluating %s on %d %s photos", detector.model_path.name, len(split[name]), name)
-        results[name] = evaluate_samples(detector, split[name], vehicles, full_imgsz, crop_imgsz)
+        results[name] = evaluate_samples(detector, split[name], vehicles, full_imgsz, crop_imgsz, finder)
     chosen = None
     if conf is None:
         source = results.get(choose_on) or next(iter(results.values()))
         chosen = source[choose_view].best_threshold()
         conf = chosen["conf"]
+    extra = {}
+    for folder in folders:
+        log.info("evaluating on folder %s", folder)
+        extra[Path(folder).name] = evaluate_folder(detector, Path(folder), crop_imgsz)
+    timing = {}
+    if timing_images:
+        from stream_pipeline.training.logo_detector.dataset import vehicle_crops
+
+        samples = split["test"][:timing_images]
+        fulls = [_read(s.image) for s in samples]
+        vehicles = detect_vehicles(samples)
+        crops = []
+        for s, image in zip(samples, fulls):
+            for x1, y1, x2, y2 in vehicle_crops(s, vehicles[s.key]):
+                crops.append(np.ascontiguousarray(image[y1:y2, x1:x2]))
+        import os
+
+        timing = {
+            "cpu_count": os.cpu_count(),
+            "ov_threads": os.environ.get("STREAM_PIPELINE_OV_THREADS", "default (all cores)"),
+            "crop_ms_median": time_inference(detector, crops, crop_imgsz, conf),
+            "full_photo_ms_median": time_inference(detector, fulls, full_imgsz, conf),
+        }
     report = {
         "model": str(detector.model_path),
+        "timing": timing,
         "iou_threshold": IOU_THRESHOLD,
         "full_imgsz": full_imgsz,
         "crop_imgsz": crop_imgsz,
@@ -183,7 +257,8 @@ def evaluate(
         "results": {
             name: {view: m.summary(conf) | {"best_on_this_set": m.best_threshold()} for view, m in views.items()}
             for name, views in results.items()
-        },
+        }
+        | {name: {"crops": m.summary(conf) | {"best_on_this_set": m.best_threshold()}} for name, m in extra.items()},
     }
     return report
 
@@ -193,12 +268,18 @@ def format_report(report: dict) -> str:
     for name, views in report["results"].items():
         for view, r in views.items():
             a = r["at_conf"]
-            size = report["full_imgsz"] if view == "full" else report["crop_imgsz"]
+            size = report["crop_imgsz"] if view == "crops" else report["full_imgsz"]
             lines.append(
-                f"{name:5s} {view:5s} imgsz {size:4d}  images {r['images']:4d} boxes {r['boxes']:4d}  "
+                f"{name:12s} {view:10s} imgsz {size:4d}  images {r['images']:4d} boxes {r['boxes']:4d}  "
                 f"P {a['precision']:.3f} R {a['recall']:.3f} (tp {a['tp']} fp {a['fp']} fn {a['fn']})  "
                 f"mAP50 {r['mAP50']:.3f}  {r['ms_per_image']:.1f} ms/img"
             )
+    t = report.get("timing") or {}
+    if t:
+        lines.append(
+            f"inference (median, {t['cpu_count']} cores): vehicle crop {t['crop_ms_median']} ms at imgsz "
+            f"{report['crop_imgsz']}, full photo {t['full_photo_ms_median']} ms at imgsz {report['full_imgsz']}"
+        )
     return "\n".join(lines)
 
 

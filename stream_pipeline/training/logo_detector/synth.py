@@ -133,6 +133,8 @@ def composite(vehicle: np.ndarray, logo_rgba: np.ndarray, rng: random.Random):
     ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, rng.randint(55, 92)])
     out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     ys, xs = np.nonzero(alpha > 0.3)
+    if len(xs) == 0:
+        return None
     box = [x1 + xs.min(), y1 + ys.min(), x1 + xs.max() + 1, y1 + ys.max() + 1]
     return out, [float(v) for v in box]
 

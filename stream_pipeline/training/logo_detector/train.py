@@ -139,10 +139,16 @@ def install_weights(run_dir: Path, which: str = "best") -> Path:
     return dst
 
 
-def export_openvino(weights: Path, imgsz: int, half: bool = False) -> Path:
-    """Export weights to OpenVINO IR next to them (models/logo_detector/best_openvino_model/)."""
+def export_openvino(weights: Path, imgsz: int, fp16: bool = True) -> Path:
+    """Export weights to OpenVINO IR next to them (models/logo_detector/best_openvino_model/).
+
+    Dynamic input shape, so one IR serves vehicle crops (320) and whole photos (640);
+    weights stored as FP16 (half the size; OpenVINO on CPU still computes in FP32).
+    """
     setup_offline_ultralytics()
     from ultralytics import YOLO
 
-    out = YOLO(str(weights)).export(format="openvino", imgsz=imgsz, half=half, dynamic=False, batch=1)
+    out = YOLO(str(weights)).export(
+        format="openvino", imgsz=imgsz, dynamic=True, batch=1, device="cpu", **({"quantize": 16} if fp16 else {})
+    )
     return Path(out)

@@ -1,0 +1,59 @@
+"""`stream-pipeline benchmark`: throughput of the full pipeline on a clip.
+
+Reports frames per second, the real-time ratio (processing FPS / the clip's FPS; >= 1
+keeps up with a live camera), time per stage and peak resident memory. Performance
+targets are checked here, not in timed tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+from pathlib import Path
+
+from stream_pipeline.core.config import load_config
+from stream_pipeline.core.errors import UserError
+from stream_pipeline.core.paths import shared_path
+from stream_pipeline.pipeline import Pipeline
+
+
+def peak_rss_mb() -> float:
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def benchmark_command(args: argparse.Namespace) -> int:
+    source = Path(args.source) if args.source else shared_path("videos", "highway_overpass_720p.mp4")
+    if not source.is_file():
+        raise UserError(f"benchmark input not found: {source}")
+    config = load_config(args.config)
+    pipeline = Pipeline(config)
+    # Warm-up: first inferences compile kernels and fill caches.
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline.run(source, Path(tmp) / "warmup", max_frames=5)
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = pipeline.run(source, Path(tmp) / "run", max_frames=args.max_frames)
+    frames = max(1, summary.frames)
+    result = {
+        "source": str(source),
+        "frames": summary.frames,
+        "elapsed_s": round(summary.elapsed_s, 2),
+        "fps": round(summary.fps, 2),
+        "source_fps": round(summary.source_fps, 2),
+        "realtime_ratio": round(summary.fps / summary.source_fps, 3) if summary.source_fps else None,
+        "vehicles": summary.vehicles,
+        "brands_decided": summary.brands_decided,
+        "ms_per_frame": {k: round(1000 * v / frames, 2) for k, v in summary.stage_s.items()},
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "brands_enabled": config.brands.enabled,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>16}: {value}")
+    return 0

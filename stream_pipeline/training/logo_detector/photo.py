@@ -1,0 +1,79 @@
+"""Badges in a whole photo (any resolution), for `detect-logos`.
+
+The detector is trained on vehicle-sized crops at 320 px. On a whole photo the badge
+scale is unknown, so "auto" mode does what the pipeline does: find the vehicles with the
+COCO detector (../shared/models/yolo11n_int8_openvino_model), run the badge detector on
+each vehicle crop (5 % margin), and add one whole-image pass (metadata's full_frame_imgsz,
+640) for close-ups and missed vehicles. Boxes from all
+passes are merged with NMS, in the input image's pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from stream_pipeline.core.errors import ModelError
+from stream_pipeline.core.paths import shared_dir
+from stream_pipeline.core.types import Detections
+
+VEHICLE_CLASSES = [2, 3, 5, 7]
+
+
+class VehicleFinder:
+    """COCO vehicles (car, motorcycle, bus, truck) with the shared int8 OpenVINO YOLO11n.
+
+    Runs OpenVINO directly (no ultralytics import, nothing printed on stdout).
+    """
+
+    def __init__(self, model_path: Path | None = None, conf: float = 0.25, imgsz: int = 640, min_side: int = 24):
+        from stream_pipeline.brands.logo_detector import _OpenVinoBackend
+
+        path = Path(model_path) if model_path else shared_dir() / "models" / "yolo11n_int8_openvino_model"
+        xml = path if path.suffix == ".xml" else next(iter(sorted(path.glob("*.xml"))), None) if path.is_dir() else None
+        if xml is None:
+            raise ModelError(f"vehicle detector not found: {path}")
+        self.backend = _OpenVinoBackend(xml, class_ids=VEHICLE_CLASSES)
+        self.conf, self.imgsz, self.min_side = conf, imgsz, min_side
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        boxes, _ = self.backend.predict(image, self.imgsz, self.conf, 0.7)
+        keep = (boxes[:, 2] - boxes[:, 0] >= self.min_side) & (boxes[:, 3] - boxes[:, 1] >= self.min_side)
+        return boxes[keep]
+
+
+def detect_in_photo(
+    detector,
+    image: np.ndarray,
+    vehicles: VehicleFinder | None,
+    conf: float | None = None,
+    whole_imgsz: int | None = None,
+    margin: float = 0.05,
+) -> Detections:
+    """Badges in one BGR photo: vehicle-crop passes + one whole-image pass, merged."""
+    from stream_pipeline.brands.logo_detector import _nms
+
+    conf = detector.conf if conf is None else conf
+    h, w = image.shape[:2]
+    if whole_imgsz is None:
+        whole_imgsz = int(detector.metadata.get("full_frame_imgsz", 640))
+    [whole] = detector.detect([image], conf=conf, imgsz=whole_imgsz)
+    boxes, scores = [whole.xyxy], [whole.confidence]
+    if vehicles is not None:
+        for vx1, vy1, vx2, vy2 in vehicles(image):
+            mw, mh = margin * (vx2 - vx1), margin * (vy2 - vy1)
+            x1, y1 = int(max(0, vx1 - mw)), int(max(0, vy1 - mh))
+            x2, y2 = int(min(w, vx2 + mw)), int(min(h, vy2 + mh))
+            if x2 - x1 < 8 or y2 - y1 < 8:
+                continue
+            [d] = detector.detect([np.ascontiguousarray(image[y1:y2, x1:x2])], conf=conf)
+            if len(d):
+                boxes.append(d.xyxy + np.array([x1, y1, x1, y1], np.float32))
+                scores.append(d.confidence)
+    xyxy = np.concatenate(boxes).reshape(-1, 4)
+    conf_arr = np.concatenate(scores)
+    if len(xyxy) > 1:
+        xyxy, conf_arr = _nms(xyxy, conf_arr, 0.5)
+    order = np.argsort(-conf_arr, kind="stable")
+    return Detections(xyxy[order], conf_arr[order], np.zeros(len(order), np.int32))

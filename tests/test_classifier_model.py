@@ -1,0 +1,150 @@
+"""The committed brand classifier (models/brand_classifier) on real crops from ../shared.
+
+No training. Needs the shared data folder for the real-image tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stream_pipeline.brands.classifier import DEFAULT_MODEL_DIR, BrandClassifier, preprocess_crops
+from stream_pipeline.core.errors import ModelError
+from stream_pipeline.core.paths import PROJECT_ROOT, shared_dir
+from stream_pipeline.core.types import UNKNOWN_BRAND, BrandPrediction
+from stream_pipeline.training.classifier.dataset import load_record_image, read_manifest
+
+SHARED = shared_dir(required=False)
+needs_shared = pytest.mark.skipif(SHARED is None, reason="shared data folder not available")
+
+
+@pytest.fixture(scope="module")
+def clf() -> BrandClassifier:
+    return BrandClassifier.load()
+
+
+@pytest.fixture(scope="module")
+def test_records():
+    return [r for r in read_manifest(DEFAULT_MODEL_DIR / "split_manifest.csv") if r.split == "test"]
+
+
+def _take(records, source, n, classes):
+    """Every k-th test record of a source (deterministic, spread over brands)."""
+    recs = [r for r in records if r.source == source and r.brand in classes]
+    step = max(1, len(recs) // n)
+    return recs[::step][:n]
+
+
+def test_metadata_and_labels(clf: BrandClassifier):
+    meta = json.loads((DEFAULT_MODEL_DIR / "metadata.json").read_text())
+    assert len(clf.labels) >= 35
+    assert "other" not in clf.labels and UNKNOWN_BRAND not in clf.labels
+    assert {"mercedes-benz", "volkswagen", "bmw", "fiat", "toyota"} <= set(clf.labels)
+    assert 0.0 <= clf.threshold < 1.0 and clf.threshold == meta["threshold"]
+    assert clf.input_size == meta["input_size"]
+
+
+def test_empty_and_odd_inputs(clf: BrandClassifier):
+    assert clf.classify([]) == []
+    crops = [np.zeros((7, 31, 3), np.uint8), np.full((300, 90, 3), 200, np.uint8),
+             np.zeros((20, 20), np.uint8), np.zeros((0, 5, 3), np.uint8)]
+    preds = clf.classify(crops)
+    assert len(preds) == 4
+    for p in preds:
+        assert isinstance(p, BrandPrediction)
+        assert 0.0 <= p.confidence <= 1.0
+        assert p.brand == UNKNOWN_BRAND or p.brand in clf.labels
+        assert len(p.top) == 3 and p.top[0].probability >= p.top[1].probability
+
+
+def test_missing_model_is_a_model_error(tmp_path: Path):
+    with pytest.raises(ModelError, match="missing"):
+        BrandClassifier.load(tmp_path)
+
+
+@needs_shared
+def test_classifies_real_test_crops(clf: BrandClassifier, test_records):
+    """Street badge crops and web photos from the held-out test split."""
+    street = _take(test_records, "logo-boxes", 40, clf.labels)
+    web = _take(test_records, "logos-seed", 30, clf.labels)
+    for recs, minimum in ((street, 0.75), (web, 0.9)):
+        preds = clf.classify([load_record_image(SHARED, r) for r in recs])
+        acc = np.mean([p.top[0].brand == r.brand for p, r in zip(preds, recs)])
+        assert acc >= minimum, (recs[0].source, acc)
+    # batched == one by one
+    crops = [load_record_image(SHARED, r) for r in street[:6]]
+    batched = clf.predict_proba(crops)
+    single = np.concatenate([clf.predict_proba([c]) for c in crops])
+    np.testing.assert_allclose(batched, single, atol=1e-4)
+
+
+@needs_shared
+def test_openvino_agrees_with_keras(clf: BrandClassifier, test_records):
+    keras_file = DEFAULT_MODEL_DIR / "brand_classifier.keras"
+    if not keras_file.is_file():
+        pytest.skip("Keras model not committed")
+    from stream_pipeline.training.classifier.train import configure_tf
+
+    configure_tf(2)
+    import keras
+
+    model = keras.models.load_model(keras_file, compile=False)
+    recs = _take(test_records, "logo-boxes", 12, clf.labels) + _take(test_records, "logos-extra", 12, clf.labels)
+    crops = [load_record_image(SHARED, r) for r in recs]
+    kp = model.predict(preprocess_crops(crops, clf.input_size), verbose=0)
+    op = clf.predict_proba(crops)
+    assert np.array_equal(kp.argmax(1), op.argmax(1))
+    assert np.abs(kp - op).max() < 0.05
+
+
+@needs_shared
+def test_rejects_unseen_brands_and_non_logos(clf: BrandClassifier, test_records):
+    from stream_pipeline.training.classifier.dataset import read_image
+
+    info = json.loads((DEFAULT_MODEL_DIR / "dataset.json").read_text())
+    # background (non-logo) patches of test street photos
+    bg = [r for r in test_records if r.brand == "other"][:30]
+    preds = clf.classify([load_record_image(SHARED, r) for r in bg])
+    assert np.mean([p.brand == UNKNOWN_BRAND for p in preds]) >= 0.8
+    # catalogue logos of brands held out of training entirely, composited on white
+    slugs = info["catalogue"]["unknown_test"][::4]
+    imgs = [read_image(SHARED / "data" / "logo-catalogue" / f"{s}.png") for s in slugs]
+    preds = clf.classify(imgs)
+    assert np.mean([p.brand == UNKNOWN_BRAND for p in preds]) >= 0.6
+    # while the catalogue logos of the classes are recognised
+    known = [read_image(SHARED / "data" / "logo-catalogue" / f"{s}.png") for s in clf.labels]
+    preds = clf.classify(known)
+    assert np.mean([p.brand == s for p, s in zip(preds, clf.labels)]) >= 0.8
+
+
+@needs_shared
+def test_classify_json_cli(tmp_path: Path, test_records):
+    import cv2
+
+    recs = [r for r in test_records if r.source == "logo-boxes"][:2]
+    paths = []
+    for i, r in enumerate(recs):
+        p = tmp_path / f"crop{i}.png"
+        cv2.imwrite(str(p), load_record_image(SHARED, r))
+        paths.append(str(p))
+    proc = subprocess.run([sys.executable, "-m", "stream_pipeline", "classify", *paths, "--json"],
+                          capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.strip().splitlines()]
+    assert [d["path"] for d in lines] == paths
+    labels = json.loads((DEFAULT_MODEL_DIR / "metadata.json").read_text())["labels"]
+    for d in lines:
+        assert set(d) == {"path", "brand", "confidence", "top"}
+        assert d["brand"] == UNKNOWN_BRAND or d["brand"] in labels
+        assert 0.0 <= d["confidence"] <= 1.0
+        assert len(d["top"]) == 3
+        for slug, p in d["top"]:
+            assert slug in labels and slug != "other" and 0.0 <= p <= 1.0
+    bad = subprocess.run([sys.executable, "-m", "stream_pipeline", "classify", str(tmp_path / "none.jpg"), "--json"],
+                         capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
+    assert bad.returncode != 0 and "cannot read" in bad.stderr
