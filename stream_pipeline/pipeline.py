@@ -98,7 +98,7 @@ class Pipeline:
                 events.write({"event": "stream", "status": "error", "source": frame_source.name,
                               "error": str(exc), "wall_time": utc_now_iso()})
                 raise
-            video = stack.enter_context(VideoSink(out / "annotated.mp4", frame_source.fps, cfg.codec)) if cfg.video else None
+            video = stack.enter_context(VideoSink(out / "annotated.mp4", frame_source.fps, cfg.codec, cfg.h264_preset, cfg.h264_crf)) if cfg.video else None
             window = stack.enter_context(LiveWindow(self.config.display.window_name, self.config.display.max_window_px)) if show else None
             tracker = VehicleTracker(self.config.tracker, frame_rate=frame_source.fps)
             annotator = Annotator(self.detector.names, cfg.draw_clock)

@@ -89,6 +89,10 @@ class OutputConfig(_Section):
     video: bool = True
     # H.264 via PyAV when available; OpenCV's mp4v otherwise (the log names the codec used).
     codec: Literal["auto", "h264", "mp4v"] = "auto"
+    # libx264 speed/size trade-off; superfast costs ~40 % less CPU than veryfast at 720p.
+    h264_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "superfast"
+    # libx264 constant quality (lower = better and bigger; 18-28 is sensible).
+    h264_crf: int = Field(23, ge=0, le=51)
     snapshots: bool = True
     csv: bool = True
     # Draw the frame time and counters on the annotated video.

@@ -20,8 +20,11 @@ log = logging.getLogger(__name__)
 
 
 class VideoSink:
-    def __init__(self, path: str | Path, fps: float, codec: str = "auto") -> None:
+    def __init__(
+        self, path: str | Path, fps: float, codec: str = "auto", preset: str = "superfast", crf: int = 23
+    ) -> None:
         self.path = Path(path)
+        self.preset, self.crf = preset, crf
         self.fps = fps if fps > 0 else 25.0
         self.requested = codec
         self.codec_name: str | None = None
@@ -65,7 +68,7 @@ class VideoSink:
         # yuv420p needs even dimensions; odd frames get one padded row/column.
         stream.width, stream.height = width + width % 2, height + height % 2
         stream.pix_fmt = "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "23"}
+        stream.options = {"preset": self.preset, "crf": str(self.crf)}
         self._av_container, self._av_stream = container, stream
         self.codec_name = "h264 (libx264)"
         log.info("writing %s as %s", self.path, self.codec_name)

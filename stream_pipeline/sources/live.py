@@ -97,6 +97,11 @@ class LiveSource(FrameSource):
     def frames_dropped(self) -> int:
         return self._dropped
 
+    @property
+    def frames_read(self) -> int:
+        """Frames decoded from the device so far (delivered or dropped)."""
+        return self._read_count
+
     # -- reader thread --------------------------------------------------------------
     def _reader(self) -> None:
         failures = 0

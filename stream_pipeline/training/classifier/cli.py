@@ -78,9 +78,11 @@ def _cmd_train(args) -> int:
         train.train_cnn(shared, epochs=args.epochs or 40, seed=args.seed, threads=args.threads,
                         resume=args.resume)
     else:
-        train.train_mobilenet(shared, head_epochs=args.epochs or 30, finetune_epochs=args.finetune_epochs,
+        budget = args.finetune_budget_min * 60 if args.finetune_budget_min else None
+        train.train_mobilenet(shared, head_epochs=args.epochs or 40, finetune_epochs=args.finetune_epochs,
                               seed=args.seed, threads=args.threads, resume=args.resume,
-                              model_dir=_model_dir(args))
+                              model_dir=_model_dir(args), finetune_budget_s=budget,
+                              steps_per_epoch=args.steps_per_epoch)
     return 0
 
 
@@ -157,8 +159,11 @@ def add_commands(subparsers) -> None:
 
     p = subparsers.add_parser("train-classifier", help="train the brand classifier (MobileNetV2) or the original CNN")
     p.add_argument("--arch", choices=["mobilenet", "cnn"], default="mobilenet")
-    p.add_argument("--epochs", type=int, default=None, help="max epochs (head stage for mobilenet; default 30/40)")
-    p.add_argument("--finetune-epochs", type=int, default=20, help="max fine-tuning epochs (mobilenet)")
+    p.add_argument("--epochs", type=int, default=None, help="max epochs (head stage for mobilenet; default 40)")
+    p.add_argument("--finetune-epochs", type=int, default=20, help="max fine-tuning epochs (mobilenet; 0 skips)")
+    p.add_argument("--steps-per-epoch", type=int, default=100, help="batches of 64 per fine-tuning epoch (mobilenet)")
+    p.add_argument("--finetune-budget-min", type=float, default=None,
+                   help="stop fine-tuning after this many minutes (best checkpoint is kept)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for TensorFlow")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--resume", action="store_true", help="reuse cached features / finished stages / checkpoints")

@@ -112,12 +112,16 @@ def build_mobilenet(num_classes: int, weights: str | None, size: int = INPUT_SIZ
             h = L(f"block_{b}_add")([block_in, h])
     for n in ("Conv_1", "Conv_1_bn", "out_relu"):
         h = L(n)(h)
-    top = keras.Model(f_in, dense(drop(pool(h))), name="brand_top")
+    pooled = pool(h)
+    top = keras.Model(f_in, dense(drop(pooled)), name="brand_top")
+    top_pooled = keras.Model(f_in, pooled, name="brand_top_pooled")
+    p_in = keras.Input((pooled.shape[-1],), name="pooled")
+    head = keras.Model(p_in, dense(drop(p_in)), name="brand_head")
 
     lower_in = keras.Input((size, size, 3))
     lower_base = keras.Model(base.inputs, base.get_layer(FEATURE_LAYER).output)
     lower = keras.Model(lower_in, lower_base(keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(lower_in)))
-    return full, top, lower, base
+    return full, top, lower, base, top_pooled, head
 
 
 def set_upper_trainable(base, trainable: bool) -> None:
@@ -218,8 +222,28 @@ def build_feature_cache(shared: Path, records, info, labels, split: str, lower, 
     return x, y
 
 
-def train_mobilenet(shared: Path, head_epochs: int = 30, finetune_epochs: int = 20, seed: int = 1337,
-                    threads: int = 1, resume: bool = True, model_dir: Path = MODEL_DIR) -> dict:
+class TimeBudget:
+    """Keras callback factory: stop training when a wall-clock budget is spent."""
+
+    @staticmethod
+    def make(seconds: float | None):
+        import keras
+
+        class _Budget(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.t0 = time.time()
+
+            def on_epoch_end(self, epoch, logs=None):
+                if seconds is not None and time.time() - self.t0 > seconds:
+                    log.info("time budget of %.0f s spent: stopping after epoch %d", seconds, epoch + 1)
+                    self.model.stop_training = True
+
+        return _Budget()
+
+
+def train_mobilenet(shared: Path, head_epochs: int = 40, finetune_epochs: int = 20, seed: int = 1337,
+                    threads: int = 1, resume: bool = True, model_dir: Path = MODEL_DIR,
+                    finetune_budget_s: float | None = None, steps_per_epoch: int = 100) -> dict:
     tf = configure_tf(threads)
     import keras
 
@@ -229,7 +253,7 @@ def train_mobilenet(shared: Path, head_epochs: int = 30, finetune_epochs: int = 
     weights = str(shared / MOBILENET_WEIGHTS)
     if not Path(weights).is_file():
         raise UserError(f"MobileNetV2 ImageNet weights not found: {weights}")
-    full, top, lower, base = build_mobilenet(len(labels), weights)
+    full, top, lower, base, top_pooled, head = build_mobilenet(len(labels), weights)
     xtr, ytr = build_feature_cache(shared, records, info, labels, "train", lower, seed)
     xva, yva = build_feature_cache(shared, records, info, labels, "val", lower, seed)
     n = len(labels)
@@ -240,41 +264,79 @@ def train_mobilenet(shared: Path, head_epochs: int = 30, finetune_epochs: int = 
     history: dict[str, list] = {}
     ckpt_dir = WORK_DIR / "mobilenet"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=0.05)
 
-    def run_stage(name: str, lr: float, epochs: int, trainable: bool):
-        set_upper_trainable(base, trainable)
-        top.compile(optimizer=keras.optimizers.Adam(lr), loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05),
-                    metrics=["accuracy"])
-        best = ckpt_dir / f"{name}_best.weights.h5"
-        done_marker = ckpt_dir / f"{name}_done.json"
-        if resume and done_marker.is_file():
-            top.load_weights(best)
-            hist = json.loads(done_marker.read_text())
-            log.info("stage %s already done (resumed)", name)
-        else:
-            cbs = [
-                keras.callbacks.ModelCheckpoint(str(best), monitor="val_loss", save_best_only=True,
-                                                save_weights_only=True),
-                keras.callbacks.EarlyStopping(monitor="val_loss", patience=4, restore_best_weights=False),
-                keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=2),
-                keras.callbacks.CSVLogger(str(ckpt_dir / f"{name}_log.csv")),
-            ]
-            t0 = time.time()
-            h = top.fit(xtr, ytr_1h, batch_size=64, epochs=epochs, validation_data=(xva, yva_1h),
-                        class_weight=class_weight, callbacks=cbs, verbose=2, shuffle=True)
-            top.load_weights(best)
-            hist = {k: [float(v) for v in vals] for k, vals in h.history.items()}
-            hist["seconds"] = time.time() - t0
-            done_marker.write_text(json.dumps(hist))
+    def record(name, hist):
         for k, v in hist.items():
             if isinstance(v, list):
                 history.setdefault(k, []).extend(v)
         history.setdefault("stage", []).extend([name] * len(hist.get("loss", [])))
-        return hist
 
-    run_stage("head", 1e-3, head_epochs, trainable=False)
-    run_stage("finetune", 1e-4, finetune_epochs, trainable=True)
+    # Stage 1: head on the frozen network. Blocks 13-16 are frozen, so their pooled output is
+    # computed once for the cached views and the head is trained on it.
     set_upper_trainable(base, False)
+    head_best, head_done = ckpt_dir / "head_best.weights.h5", ckpt_dir / "head_done.json"
+    if resume and head_done.is_file():
+        head.load_weights(head_best)
+        hist = json.loads(head_done.read_text())
+        log.info("head stage already done (resumed)")
+    else:
+        t0 = time.time()
+        pooled_file = WORK_DIR / "pooled.npz"
+        if pooled_file.is_file():
+            data = np.load(pooled_file)
+            ptr, pva = data["train"], data["val"]
+        else:
+            ptr = top_pooled.predict(xtr, batch_size=128, verbose=0)
+            pva = top_pooled.predict(xva, batch_size=128, verbose=0)
+            np.savez(pooled_file, train=ptr, val=pva)
+        log.info("pooled features in %.0f s", time.time() - t0)
+        head.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=["accuracy"])
+        cbs = [keras.callbacks.ModelCheckpoint(str(head_best), monitor="val_loss", save_best_only=True,
+                                               save_weights_only=True),
+               keras.callbacks.EarlyStopping(monitor="val_loss", patience=5),
+               keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=2),
+               keras.callbacks.CSVLogger(str(ckpt_dir / "head_log.csv"))]
+        h = head.fit(ptr, ytr_1h, batch_size=64, epochs=head_epochs, validation_data=(pva, yva_1h),
+                     class_weight=class_weight, callbacks=cbs, verbose=2, shuffle=True)
+        head.load_weights(head_best)
+        hist = {k: [float(v) for v in vals] for k, vals in h.history.items()}
+        hist["seconds"] = time.time() - t0
+        head_done.write_text(json.dumps(hist))
+    record("head", hist)
+
+    # Stage 2: fine-tune blocks 13-16 + Conv_1 (BatchNorm frozen) at a low learning rate on
+    # random draws of the cached views (an "epoch" is steps_per_epoch batches).
+    ft_best, ft_done = ckpt_dir / "finetune_best.weights.h5", ckpt_dir / "finetune_done.json"
+    if finetune_epochs > 0:
+        set_upper_trainable(base, True)
+        top.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss, metrics=["accuracy"])
+        if resume and ft_done.is_file():
+            top.load_weights(ft_best)
+            hist = json.loads(ft_done.read_text())
+            log.info("fine-tune stage already done (resumed)")
+        else:
+            t0 = time.time()
+            sw = cw[ytr].astype(np.float32)
+            ds = (tf.data.Dataset.from_tensor_slices((xtr, ytr_1h.astype(np.float32), sw))
+                  .shuffle(len(xtr), seed=seed).repeat().batch(64).prefetch(2))
+            # the head-stage validation loss is the bar the fine-tuned weights must beat
+            best_so_far = float(min(history.get("val_loss", [np.inf])))
+            cbs = [keras.callbacks.ModelCheckpoint(str(ft_best), monitor="val_loss", save_best_only=True,
+                                                   save_weights_only=True, initial_value_threshold=best_so_far),
+                   keras.callbacks.EarlyStopping(monitor="val_loss", patience=5),
+                   keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=2),
+                   keras.callbacks.CSVLogger(str(ckpt_dir / "finetune_log.csv")),
+                   TimeBudget.make(finetune_budget_s)]
+            top.save_weights(str(ft_best))
+            h = top.fit(ds, steps_per_epoch=steps_per_epoch, epochs=finetune_epochs, validation_data=(xva, yva_1h),
+                        callbacks=cbs, verbose=2)
+            top.load_weights(ft_best)
+            hist = {k: [float(v) for v in vals] for k, vals in h.history.items()}
+            hist["seconds"] = time.time() - t0
+            ft_done.write_text(json.dumps(hist))
+        record("finetune", hist)
+        set_upper_trainable(base, False)
 
     # Validation probabilities on real images -> calibrated threshold.
     val_recs = [r for r in records if r.split == "val" and r.brand in info["classes"]]
