@@ -81,10 +81,13 @@ def test_cli_missing_model_exits_non_zero_with_one_line(tmp_path, capsys):
 
 def test_letterbox_maps_back_to_input_pixels():
     image = np.zeros((100, 300, 3), np.uint8)
-    padded, r, (px, py) = letterbox(image, 320)
-    assert padded.shape == (320, 320, 3)
-    assert r == pytest.approx(320 / 300)
-    assert px == 0 and py == round((320 - 100 * r) / 2 - 0.1)
+    image[40:60, 150:210] = 255  # a white box at x 150..210, y 40..60
+    for size, stride in ((320, None), (640, 32)):
+        padded, r, (px, py) = letterbox(image, size, stride=stride)
+        assert padded.shape[1] == size and padded.shape[0] % 32 == 0
+        ys, xs = np.nonzero(padded[:, :, 0] > 127)
+        back = [(xs.min() - px) / r, (ys.min() - py) / r, (xs.max() + 1 - px) / r, (ys.max() + 1 - py) / r]
+        np.testing.assert_allclose(back, [150, 40, 210, 60], atol=1.5)
 
 
 @needs_shared

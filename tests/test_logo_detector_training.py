@@ -25,8 +25,19 @@ def test_matches_duplicate_is_false_positive_and_threshold_choice():
     gt = np.array([[0, 0, 10, 10]], float)
     m.add(np.array([[0, 0, 10, 10], [1, 1, 10, 10], [50, 50, 60, 60]], float), np.array([0.9, 0.8, 0.3]), gt)
     assert m.tp == [True, False, False]
-    best = m.best_threshold(0.85)
+    best = m.best_threshold(0.85, 0.9)
     assert best["conf"] == pytest.approx(0.9) and best["recall"] == 1.0 and best["precision"] == 1.0
+    assert m.recall_at_precision(0.85)["recall"] == 1.0
+
+
+def test_threshold_falls_back_to_max_f1_when_target_unreachable():
+    m = Matches()
+    gts = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]], float)
+    preds = np.array([[0, 0, 10, 10], [100, 0, 110, 10], [20, 0, 30, 10], [40, 0, 50, 10]], float)
+    m.add(preds, np.array([0.9, 0.8, 0.7, 0.6]), gts)
+    best = m.best_threshold(0.85, 0.9)  # P>=0.85 only at recall 0.25: fall back to max F1
+    assert best["conf"] == pytest.approx(0.6) and best["recall"] == 0.75 and best["precision"] == 0.75
+    assert "max F1" in best["rule"]
 
 
 def test_vehicle_crop_contains_badge_and_labels_are_in_crop_pixels():

@@ -75,3 +75,11 @@ def test_rtsp_credentials_are_redacted_in_names():
     source = open_source("rtsp://admin:s3cret@127.0.0.1:554/stream1")
     assert source.name == "rtsp://admin:***@127.0.0.1:554/stream1"
     assert source.is_live and open_source("0").is_live and not open_source("clip.mp4").is_live
+
+
+def test_many_weak_readings_are_not_a_decision():
+    votes = BrandVotes(min_votes=3, min_agreement=0.6, min_confidence=0.5)
+    for _ in range(20):
+        votes.add(_p("audi", 0.2))
+    assert votes.tally().brand == "audi"
+    assert votes.decision().brand == UNKNOWN_BRAND

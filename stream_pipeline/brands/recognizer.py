@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 # Context kept around the vehicle box (fraction of its size): badges sit at the very
 # edge of tight boxes (grille, tailgate).
 VEHICLE_PAD = 0.06
-# Margin around the badge box when cutting it out for the classifier, as in training.
+# Margin around the badge box for the classifier when its metadata does not name one.
 BADGE_MARGIN = 0.15
 
 
@@ -86,11 +86,13 @@ class BrandRecognizer:
 
         self.logo_detector = LogoDetector.load(logo_path, conf=config.logo_confidence)
         self.classifier = BrandClassifier.load(classifier_path, threshold=config.classifier_threshold)
+        # Cut badges exactly as the classifier's training crops were cut.
+        self.badge_margin = float(self.classifier.metadata.get("crop_margin", BADGE_MARGIN))
         self._tick = 0
 
     def new_track_state(self) -> TrackBrand:
         c = self.config
-        return TrackBrand(BrandVotes(c.min_votes, c.min_agreement, c.max_votes))
+        return TrackBrand(BrandVotes(c.min_votes, c.min_agreement, c.max_votes, c.min_confidence))
 
     def _state(self, track: TrackState) -> TrackBrand:
         if track.brand is None:
@@ -138,7 +140,7 @@ class BrandRecognizer:
                 continue
             best = int(np.argmax(logos.confidence))
             box = logos.xyxy[best] + np.concatenate([origin, origin])
-            badge, _ = crop(frame.image, box, BADGE_MARGIN)
+            badge, _ = crop(frame.image, box, self.badge_margin)
             if badge.size == 0:
                 continue
             badges.append(badge)

@@ -29,11 +29,14 @@ UNDECIDED = BrandDecision(UNKNOWN_BRAND, 0.0, 0, 0, 0.0)
 class BrandVotes:
     """Bounded vote history of one track."""
 
-    def __init__(self, min_votes: int = 3, min_agreement: float = 0.6, max_votes: int = 30) -> None:
-        if min_votes < 1 or not 0 < min_agreement <= 1 or max_votes < 1:
-            raise ValueError("min_votes >= 1, 0 < min_agreement <= 1 and max_votes >= 1 are required")
+    def __init__(
+        self, min_votes: int = 3, min_agreement: float = 0.6, max_votes: int = 30, min_confidence: float = 0.0
+    ) -> None:
+        if min_votes < 1 or not 0 < min_agreement <= 1 or max_votes < 1 or not 0 <= min_confidence <= 1:
+            raise ValueError("min_votes >= 1, 0 < min_agreement <= 1, max_votes >= 1, 0 <= min_confidence <= 1")
         self.min_votes = min_votes
         self.min_agreement = min_agreement
+        self.min_confidence = min_confidence
         self._votes: deque[BrandPrediction] = deque(maxlen=max_votes)
         self.readings = 0  # all readings ever, beyond the bounded window
 
@@ -60,6 +63,11 @@ class BrandVotes:
     def decision(self) -> BrandDecision:
         """The decided brand, or UNKNOWN with the vote counts when not (yet) decided."""
         tally = self.tally()
-        if tally.brand != UNKNOWN_BRAND and tally.votes >= self.min_votes and tally.agreement >= self.min_agreement:
+        if (
+            tally.brand != UNKNOWN_BRAND
+            and tally.votes >= self.min_votes
+            and tally.agreement >= self.min_agreement
+            and tally.confidence >= self.min_confidence
+        ):
             return tally
         return BrandDecision(UNKNOWN_BRAND, 0.0, tally.votes, tally.total_readings, tally.agreement)

@@ -63,7 +63,7 @@ class TrackerConfig(_Section):
 
 class BrandsConfig(_Section):
     enabled: bool = True
-    logo_detector: str = "models/logo_detector"
+    logo_detector: str = "models/logo_detector/best_openvino_model"
     classifier: str = "models/brand_classifier"
     # Logo detector confidence (null = the model's own calibrated default).
     logo_confidence: float | None = Field(None, ge=0.0, le=1.0)
@@ -79,6 +79,8 @@ class BrandsConfig(_Section):
     # `min_agreement` share name the same brand.
     min_votes: int = Field(3, ge=1, le=1000)
     min_agreement: float = Field(0.6, gt=0.0, le=1.0)
+    # ...and the decision's confidence (agreement x mean reading confidence) reaches this.
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0)
     # Votes kept per track (oldest dropped), bounding per-track memory.
     max_votes: int = Field(30, ge=1, le=10000)
     # Stop attempting a track once it is decided with this many votes.

@@ -31,7 +31,7 @@ def write_model_card(model_dir: Path) -> Path:
         "",
         "| file | what |",
         "|---|---|",
-        "| `brand_classifier.xml/.bin` | OpenVINO IR (fp16 weights), input `(N, 128, 128, 3)` RGB float 0-255 |",
+        f"| `brand_classifier.xml/.bin` | OpenVINO IR (fp16 weights), input `(N, {meta['input_size']}, {meta['input_size']}, 3)` RGB float 0-255 |",
         "| `brand_classifier.keras` | the trained Keras 3 model (same weights, float32) |",
         "| `metadata.json` | labels (output order, incl. `other`), input size, preprocessing, threshold |",
         "| `dataset.json`, `split_manifest.csv` | classes, catalogue-brand splits, per-image split (paths relative to `../shared`) |",
@@ -65,14 +65,17 @@ def write_model_card(model_dir: Path) -> Path:
         "",
         "## Training",
         "",
-        "MobileNetV2 1.0 (ImageNet weights from `../shared/models`) at 128x128, global average pooling, "
-        "dropout 0.3, softmax over classes + `other`. Training views are road-footage augmentations (random "
-        "box margin/shift, crop/zoom-out, rotation +-15 deg, perspective, down-sampling to 12-64 px, Gaussian/"
-        "motion blur, brightness/contrast/gamma/colour cast, grey, noise, JPEG 20-90), balanced per class "
-        "(street crops weighted 3x), computed once through the frozen network up to `block_12` and cached. "
-        "Stage 1 trains the head on the frozen blocks 13-16 (Adam 1e-3); stage 2 fine-tunes blocks 13-16 and "
-        "`Conv_1` (BatchNorm frozen, Adam 1e-4, reduce-on-plateau). Label smoothing 0.05, sqrt-balanced "
-        "class weights, best validation-loss checkpoint, early stopping (patience 4). "
+        f"MobileNetV2 1.0 (ImageNet weights from `../shared/models`), global average pooling, dropout 0.3, "
+        f"softmax over the classes + `other`; shipped input {meta['input_size']}x{meta['input_size']}. "
+        "Road-footage augmentation: random box margin (0-40 %)/shift for street crops, crop/zoom-out, rotation "
+        "+-15 deg, perspective, down-sampling to 12-64 px, Gaussian/motion blur, brightness/contrast/gamma/colour "
+        "cast, grey, noise, JPEG 20-90. Sampling is balanced per class (street crops weighted 3x), with "
+        "sqrt-balanced class weights and label smoothing 0.05. "
+        "Stage 1: ~29k augmented views at 128 px cached through the frozen network up to `block_12`; the new "
+        "head trained on the frozen network (Adam 1e-3). Stage 2: blocks 13-16 + `Conv_1` fine-tuned on the "
+        "cache (Adam 1e-4, BatchNorm frozen). Stage 3: end-to-end fine-tuning of every convolution (BatchNorm "
+        "frozen, Adam 1e-4, reduce-on-plateau) at 96 px with fresh on-the-fly augmentation. Each stage keeps "
+        "its best validation-loss checkpoint and stops early or on its time budget (1 CPU thread). "
         f"Rejection: output `unknown` when `other` wins or the best brand probability is below "
         f"{meta['threshold']:.2f} (calibrated on the validation split to reject <= 4 % of known images).",
         "",
@@ -106,11 +109,48 @@ def write_model_card(model_dir: Path) -> Path:
         "photo figure is the more realistic one. Street crops are mostly tiny (median ~20 px).",
         "",
     ]
+    bench_file = model_dir / "benchmark.json"
+    bench = json.loads(bench_file.read_text()) if bench_file.is_file() else None
+    all_unk = unk["all_unknown_brand_images"]["rejected"]
+
+    def ok(flag):
+        return "met" if flag else "**not met**"
+
+    lines += [
+        "## Targets (issue 3)",
+        "",
+        "| target | measured | |",
+        "|---|---|---|",
+        f"| >= 97 % top-1 on the 10 original brands | {_pct(cl['original_10']['accuracy'])} | {ok(cl['original_10']['accuracy'] >= 0.97)} |",
+        f"| >= 93 % macro-F1, all classes | {_pct(cl['all']['macro_f1'])} | {ok(cl['all']['macro_f1'] >= 0.93)} |",
+        f"| >= 35 classes | {s['classes']} | {ok(s['classes'] >= 35)} |",
+        f"| unknown rejection >= 70 % (all unknown-brand images) | {_pct(all_unk)} | {ok(all_unk >= 0.70)} |",
+        f"| <= 5 % of known images rejected | {_pct(s['known_rejected_rate'])} | {ok(s['known_rejected_rate'] <= 0.05)} |",
+    ]
+    if bench:
+        lines.append(f"| >= 100 crops/s batched, 2 CPU threads | {bench['crops_per_s']:.0f} crops/s (batch {bench['batch']}, "
+                     f"{bench['threads']} threads, OpenVINO) | {ok(bench['crops_per_s'] >= 100)} |")
+    lines += [
+        "",
+        "The accuracy and rejection targets are not met: this checkpoint is under-trained. It was trained in "
+        "about 75 minutes of one shared CPU thread, and validation loss was still falling when its time budget "
+        "ran out (see `training_curves.png`). It is the best checkpoint available, not a converged model.",
+        "",
+        "How this exact checkpoint was produced (the CLI `train-classifier` runs the same stages in one go; "
+        "`--resume` reuses the cache and finished stages): the feature cache and stage 1 (head, 19 epochs); "
+        "stage 2 stopped by hand after 4 epochs of 100 batches, its best checkpoint (val loss 1.667) used as the "
+        "start of stage 3; stage 3 at 96 px, 5 epochs at Adam 1e-4, then resumed with "
+        "`stream-pipeline train-classifier --finetune-epochs 0 --e2e-lr 3e-4 --e2e-budget-min 49 --resume` "
+        "for 38 epochs of 50x32 views (reduce-on-plateau down to 1.9e-5). Best validation loss 1.192; validation top-1 "
+        f"{_pct(meta['threshold_calibration'].get('val_top1'))}.",
+        "",
+    ]
     if cnn:
         lines += [
             "## Original CNN reproduction",
             "",
-            f"{cnn['model']}, 10 seed brands, trained {cnn['epochs_trained']} epochs at 1 CPU thread; on the "
+            f"{cnn['model']}, 10 seed brands, trained only {cnn['epochs_trained']} epochs (about 10 % of one shared CPU core for 85 min, stopped "
+            "when the time ran out: badly under-trained, not a fair comparison); on the "
             f"leakage-free seed test split (n={cnn['test_images']}): accuracy {_pct(cnn['accuracy'])}, macro-F1 "
             f"{_pct(cnn['macro_f1'])} (original study: {_pct(cnn['original_study_accuracy'])} on a random split "
             "with near-duplicates). See `original_cnn/report.json`.",
@@ -121,7 +161,7 @@ def write_model_card(model_dir: Path) -> Path:
         "",
         "```",
         "stream-pipeline build-brand-dataset                  # split_manifest.csv, dataset.json",
-        "stream-pipeline train-classifier --arch mobilenet    # ~1 h on 1 CPU thread; --resume reuses cache/stages",
+        "stream-pipeline train-classifier --arch mobilenet    # 12 min cache + head, then fine-tuning; give it hours, not 1 h",
         "stream-pipeline train-classifier --arch cnn          # original CNN reproduction",
         "stream-pipeline evaluate-classifier                  # eval_report.json, PNGs, this card",
         "stream-pipeline evaluate-classifier --arch cnn",

@@ -82,7 +82,9 @@ def _cmd_train(args) -> int:
         train.train_mobilenet(shared, head_epochs=args.epochs or 40, finetune_epochs=args.finetune_epochs,
                               seed=args.seed, threads=args.threads, resume=args.resume,
                               model_dir=_model_dir(args), finetune_budget_s=budget,
-                              steps_per_epoch=args.steps_per_epoch)
+                              steps_per_epoch=args.steps_per_epoch, e2e_epochs=args.e2e_epochs,
+                              e2e_size=args.e2e_size, e2e_lr=args.e2e_lr,
+                              e2e_budget_s=args.e2e_budget_min * 60 if args.e2e_budget_min else None)
     return 0
 
 
@@ -131,6 +133,8 @@ def _cmd_benchmark(args) -> int:
     result = benchmark(_model_dir(args), batch=args.batch, seconds=args.seconds, threads=args.threads,
                        keras_too=args.keras)
     print(json.dumps(result, indent=2))
+    if args.save:
+        (_model_dir(args) / "benchmark.json").write_text(json.dumps(result, indent=2))
     return 0
 
 
@@ -164,6 +168,11 @@ def add_commands(subparsers) -> None:
     p.add_argument("--steps-per-epoch", type=int, default=100, help="batches of 64 per fine-tuning epoch (mobilenet)")
     p.add_argument("--finetune-budget-min", type=float, default=None,
                    help="stop fine-tuning after this many minutes (best checkpoint is kept)")
+    p.add_argument("--e2e-epochs", type=int, default=100,
+                   help="max end-to-end epochs (mobilenet, 50 batches of 32 each; 0 skips)")
+    p.add_argument("--e2e-lr", type=float, default=3e-4, help="Adam learning rate of the end-to-end stage")
+    p.add_argument("--e2e-size", type=int, default=96, help="input size of the end-to-end stage and the shipped model")
+    p.add_argument("--e2e-budget-min", type=float, default=None, help="stop the end-to-end stage after this many minutes")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for TensorFlow")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--resume", action="store_true", help="reuse cached features / finished stages / checkpoints")
@@ -188,5 +197,6 @@ def add_commands(subparsers) -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--keras", action="store_true", help="also time the Keras model")
+    p.add_argument("--save", action="store_true", help="write the result to <model-dir>/benchmark.json (model card)")
     common(p)
     p.set_defaults(func=_cmd_benchmark)

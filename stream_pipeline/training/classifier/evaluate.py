@@ -186,7 +186,8 @@ def evaluate(shared: Path, arch: str = "mobilenet", model_dir: Path | None = Non
         if slug in catalogue:
             rgba = read_rgba(catalogue[slug])
             for _ in range(UNKNOWN_RENDERS):
-                unk_imgs.append(render_logo(rgba, backgrounds[int(rng.integers(len(backgrounds)))], rng, 128))
+                unk_imgs.append(render_logo(rgba, backgrounds[int(rng.integers(len(backgrounds)))], rng,
+                                            clf.input_size))
                 unk_brands.append(slug)
     unseen = [r for r in records if r.split == "unseen"]
     unseen_imgs = [load_record_image(shared, r) for r in unseen]

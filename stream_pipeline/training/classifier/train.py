@@ -1,15 +1,17 @@
 """Training of the brand classifiers (imports TensorFlow; call from CLI functions only).
 
-Main model (`--arch mobilenet`): ImageNet MobileNetV2 at 128x128.
-  1. Cache: K road-footage augmentations of every training image (more for the few street
-     crops and rare brands), catalogue-logo renders of every class, and an `other` class
+Main model (`--arch mobilenet`): ImageNet MobileNetV2.
+  1. Cache (128 px): K road-footage augmentations of every training image (more for the few
+     street crops and rare brands), catalogue-logo renders of every class, and an `other` class
      (catalogue logos of brands outside the classes + non-logo street patches), passed once
      through the frozen lower network (up to block_12) and stored.
-  2. Head stage: new softmax head trained on the frozen upper network (blocks 13-16).
-  3. Fine-tune stage: blocks 13-16 + Conv_1 unfrozen (BatchNorm kept in inference mode),
-     low learning rate. Both stages keep the best validation-loss checkpoint and stop early.
-  4. Threshold calibrated on the validation split (<= 4 % of known images rejected),
-     Keras model saved, converted to OpenVINO IR (fp16), metadata written.
+  2. Head stage: new softmax head trained on the frozen network (pooled features computed once).
+  3. Optional upper fine-tune on the cache: blocks 13-16 + Conv_1 (BatchNorm frozen), Adam 1e-4.
+  4. End-to-end stage at the shipped input size (96 px): every convolution trainable (BatchNorm
+     frozen), Adam 1e-4, fresh augmentation on the fly. Every stage keeps the best
+     validation-loss checkpoint and stops early (or on a time budget).
+  5. Threshold calibrated on the validation split (<= 4 % of known images rejected), Keras model
+     saved, converted to OpenVINO IR (fp16), metadata written.
 
 Original CNN (`--arch cnn`): the study's 4-layer CNN, 150x150, 10 seed brands.
 """
@@ -243,7 +245,9 @@ class TimeBudget:
 
 def train_mobilenet(shared: Path, head_epochs: int = 40, finetune_epochs: int = 20, seed: int = 1337,
                     threads: int = 1, resume: bool = True, model_dir: Path = MODEL_DIR,
-                    finetune_budget_s: float | None = None, steps_per_epoch: int = 100) -> dict:
+                    finetune_budget_s: float | None = None, steps_per_epoch: int = 100,
+                    e2e_epochs: int = 100, e2e_size: int = 96, e2e_budget_s: float | None = None,
+                    e2e_lr: float = 3e-4) -> dict:
     tf = configure_tf(threads)
     import keras
 
@@ -337,6 +341,10 @@ def train_mobilenet(shared: Path, head_epochs: int = 40, finetune_epochs: int = 
             ft_done.write_text(json.dumps(hist))
         record("finetune", hist)
         set_upper_trainable(base, False)
+
+    if e2e_epochs > 0:  # stage 3 (end-to-end) also calibrates, saves and exports
+        return train_end_to_end(shared, size=e2e_size, epochs=e2e_epochs, budget_s=e2e_budget_s, seed=seed,
+                                threads=threads, model_dir=model_dir, lr=e2e_lr)
 
     # Validation probabilities on real images -> calibrated threshold.
     val_recs = [r for r in records if r.split == "val" and r.brand in info["classes"]]
@@ -461,3 +469,184 @@ def train_cnn(shared: Path, epochs: int = 40, seed: int = 1337, threads: int = 1
     hist["seconds"] = time.time() - t0
     (out / "history.json").write_text(json.dumps(hist))
     return hist
+
+
+# ----------------------------------------------------------------------------- end-to-end stage
+
+class TrainSampler:
+    """Endless stream of augmented training views, drawn with the same per-class balance as the
+    feature cache (street crops 3x), plus catalogue renders of classes and `other` brands."""
+
+    def __init__(self, shared: Path, records: list[Record], info: dict, labels: list[str], size: int, seed: int):
+        from stream_pipeline.training.classifier.augment import read_rgba
+
+        self.size = size
+        self.rng = np.random.default_rng(seed)
+        self.index = {c: i for i, c in enumerate(labels)}
+        recs = [r for r in records if r.split == "train" and r.brand in self.index]
+        counts: dict[str, int] = {}
+        for r in recs:
+            if r.brand != OTHER_CLASS:
+                counts[r.brand] = counts.get(r.brand, 0) + (3 if r.domain == "street" else 1)
+        self.items, weights = [], []
+        for r in recs:
+            img = read_image(shared / r.path)
+            box = r.box
+            if box is not None:  # keep a context window around the badge only
+                x1, y1, x2, y2 = box
+                w, h = x2 - x1, y2 - y1
+                cx1, cy1 = max(0, int(x1 - 0.6 * w)), max(0, int(y1 - 0.6 * h))
+                cx2, cy2 = min(img.shape[1], int(x2 + 0.6 * w) + 1), min(img.shape[0], int(y2 + 0.6 * h) + 1)
+                img = img[cy1:cy2, cx1:cx2].copy()
+                box = (x1 - cx1, y1 - cy1, x2 - cx1, y2 - cy1)
+            self.items.append(("img", img, box, self.index[r.brand]))
+            if r.brand == OTHER_CLASS:
+                weights.append(1.0)
+            else:
+                weights.append(min(40.0, TARGET_PER_CLASS / counts[r.brand] * (3 if r.domain == "street" else 1)))
+        catalogue = load_catalogue(shared)
+        for c in info["classes"]:
+            if c in catalogue:
+                self.items.append(("logo", read_rgba(catalogue[c]), None, self.index[c]))
+                weights.append(float(CATALOGUE_RENDERS))
+        for s in info["catalogue"]["other_train"]:
+            if s in catalogue:
+                self.items.append(("logo", read_rgba(catalogue[s]), None, self.index[OTHER_CLASS]))
+                weights.append(float(OTHER_RENDERS))
+        w = np.asarray(weights, np.float64)
+        self.p = w / w.sum()
+        self.backgrounds = _street_backgrounds(shared, records, self.rng)
+        ys = np.array([it[3] for it in self.items])
+        per_class = np.bincount(ys, weights=self.p, minlength=len(labels))
+        self.class_weight = np.sqrt(per_class.mean() / np.maximum(per_class, 1e-9)).astype(np.float32)
+
+    def __call__(self):
+        from stream_pipeline.training.classifier.augment import augment_sample, render_logo
+
+        while True:
+            kind, img, box, y = self.items[int(self.rng.choice(len(self.items), p=self.p))]
+            if kind == "img":
+                view = augment_sample(img, box, self.rng, self.size)
+            else:
+                view = render_logo(img, self.backgrounds[int(self.rng.integers(len(self.backgrounds)))], self.rng,
+                                   self.size)
+            yield view[:, :, ::-1].astype(np.float32), y, self.class_weight[y]
+
+
+def train_end_to_end(shared: Path, size: int = 96, epochs: int = 100, steps_per_epoch: int = 50,
+                     budget_s: float | None = None, seed: int = 1337, threads: int = 1,
+                     model_dir: Path = MODEL_DIR, lr: float = 3e-4) -> dict:
+    """Stage 3: all convolution layers trainable (BatchNorm frozen), on-the-fly augmentation,
+    starting from the stage-1/2 weights; the model's input size becomes `size`."""
+    tf = configure_tf(threads)
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    records, info = load_dataset_info(model_dir)
+    labels = list(info["classes"]) + [OTHER_CLASS]
+    n = len(labels)
+    weights = str(shared / MOBILENET_WEIGHTS)
+    ckpt_dir = WORK_DIR / "mobilenet"
+    e2e_best = ckpt_dir / f"e2e{size}_best.weights.h5"
+    full, top, _lower, base, _tp, _head = build_mobilenet(n, weights, size)
+    if e2e_best.is_file():
+        full.load_weights(e2e_best)
+        log.info("resuming end-to-end stage from %s", e2e_best.name)
+    else:
+        src = ckpt_dir / "finetune_best.weights.h5"
+        if not src.is_file():
+            src = ckpt_dir / "head_best.weights.h5"
+            _f, _t, _l, _b, _p, head = build_mobilenet(n, weights, INPUT_SIZE)
+            head.load_weights(src)
+            full.set_weights(_f.get_weights())
+        else:
+            _f, t128, _l, _b, _p, _h = build_mobilenet(n, weights, INPUT_SIZE)
+            t128.load_weights(src)
+            full.set_weights(_f.get_weights())
+        log.info("end-to-end stage starts from %s", src.name)
+    base.trainable = True
+    for layer in base.layers:
+        layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+
+    sampler = TrainSampler(shared, records, info, labels, size, seed + 11)
+    ds = tf.data.Dataset.from_generator(
+        sampler, output_signature=(tf.TensorSpec((size, size, 3), tf.float32), tf.TensorSpec((), tf.int32),
+                                   tf.TensorSpec((), tf.float32)))
+    ds = ds.map(lambda x, y, w: (x, tf.one_hot(y, n), w)).batch(32).prefetch(2)
+
+    # validation: real val crops + `other` renders of the validation catalogue brands
+    rng = np.random.default_rng(seed + 1)
+    xv, yv = [], []
+    for img, y in _views_for_split(shared, records, info, "val", rng, labels):
+        xv.append(preprocess_crops([img], size)[0])  # BGR view -> RGB float at `size`
+        yv.append(y)
+    xv, yv = np.asarray(xv, np.float32), keras.utils.to_categorical(np.asarray(yv), n)
+
+    full.compile(optimizer=keras.optimizers.Adam(lr), loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05),
+                 metrics=["accuracy"])
+    if not e2e_best.is_file():
+        full.save_weights(str(e2e_best))
+    start = full.evaluate(xv, yv, verbose=0, batch_size=64)
+    log.info("end-to-end start: val_loss %.4f val_accuracy %.4f", start[0], start[1])
+    cbs = [keras.callbacks.ModelCheckpoint(str(e2e_best), monitor="val_loss", save_best_only=True,
+                                           save_weights_only=True, initial_value_threshold=float(start[0])),
+           keras.callbacks.EarlyStopping(monitor="val_loss", patience=8),
+           keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3),
+           keras.callbacks.CSVLogger(str(ckpt_dir / f"e2e{size}_log.csv"), append=True),
+           TimeBudget.make(budget_s)]
+    t0 = time.time()
+    h = full.fit(ds, steps_per_epoch=steps_per_epoch, epochs=epochs, validation_data=(xv, yv), callbacks=cbs,
+                 verbose=2)
+    hist = {k: [float(v) for v in vals] for k, vals in h.history.items()}
+    hist["seconds"] = time.time() - t0
+    (ckpt_dir / f"e2e{size}_done.json").write_text(json.dumps(hist))
+    return finalize(shared, size=size, threads=threads, model_dir=model_dir, seed=seed)
+
+
+def finalize(shared: Path, size: int = 96, threads: int = 1, model_dir: Path = MODEL_DIR, seed: int = 1337) -> dict:
+    """Best end-to-end checkpoint -> threshold calibration, .keras, OpenVINO IR, metadata, history."""
+    configure_tf(threads)
+    import csv as _csv
+
+    records, info = load_dataset_info(model_dir)
+    labels = list(info["classes"]) + [OTHER_CLASS]
+    ckpt_dir = WORK_DIR / "mobilenet"
+    full, *_ = build_mobilenet(len(labels), None, size)
+    full.load_weights(ckpt_dir / f"e2e{size}_best.weights.h5")
+    val_recs = [r for r in records if r.split == "val" and r.brand in info["classes"]]
+    xv = load_crops(shared, val_recs, size).astype(np.float32)
+    pv = full.predict(xv, batch_size=64, verbose=0)
+    yv = np.array([labels.index(r.brand) for r in val_recs])
+    threshold, cal = calibrate_threshold(pv, yv, labels)
+    cal["val_top1"] = float(np.mean(pv.argmax(1) == yv))
+    log.info("threshold %.3f: %s", threshold, cal)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    full.save(model_dir / "brand_classifier.keras")
+    history: dict[str, list] = {}
+    for name, file in (("head", "head_log.csv"), ("finetune", "finetune_log.csv"), (f"end-to-end {size}px", f"e2e{size}_log.csv")):
+        path = ckpt_dir / file
+        if not path.is_file():
+            continue
+        with open(path, newline="") as fh:
+            rows = list(_csv.DictReader(fh))
+        for row in rows:
+            for k in ("loss", "accuracy", "val_loss", "val_accuracy"):
+                history.setdefault(k, []).append(float(row[k]))
+            history.setdefault("stage", []).append(name)
+    metadata = {
+        "labels": labels,
+        "other_class": OTHER_CLASS,
+        "input_size": size,
+        "input": "RGB float32 0-255, NHWC (the model rescales to [-1, 1]); crops resized to "
+                 f"{size}x{size} without keeping aspect (INTER_AREA down, INTER_LINEAR up)",
+        "crop_margin": info.get("crop_margin", 0.15),
+        "threshold": threshold,
+        "threshold_calibration": cal,
+        "architecture": "MobileNetV2 1.0 (ImageNet) + GAP + dropout 0.3 + dense softmax",
+        "seed": seed,
+        "trained_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (model_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    (model_dir / "training_history.json").write_text(json.dumps(history, indent=1))
+    export_openvino(full, model_dir)
+    return metadata

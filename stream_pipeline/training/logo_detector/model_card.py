@@ -10,10 +10,11 @@ from stream_pipeline.training.logo_detector.common import METADATA_FILE, MODEL_D
 
 def _row(name: str, view: str, r: dict, size: int) -> str:
     a = r["at_conf"]
-    b = r["best_on_this_set"]
+    rp = r.get("recall_at_precision_0.85", {})
+    rp_text = f"{rp['recall']:.3f} (conf {rp['conf']})" if rp.get("conf") is not None else "unreachable"
     return (
         f"| {name} | {view} | {size} | {r['images']} | {r['boxes']} | {a['precision']:.3f} | {a['recall']:.3f} "
-        f"| {r['mAP50']:.3f} | {b['recall']:.3f} @ P {b['precision']:.3f} (conf {b['conf']}) |"
+        f"| {a['tp']}/{a['fp']}/{a['fn']} | {r['mAP50']:.3f} | {rp_text} |"
     )
 
 
@@ -45,7 +46,7 @@ classifier names the brand). Fine-tuned from `../shared/models/yolo11n.pt` (COCO
 | file | what |
 |---|---|
 | `best.pt` | ultralytics checkpoint (optimizer stripped) |
-| `best_openvino_model/` | OpenVINO FP32 IR, dynamic input shape (what `LogoDetector.load()` runs) |
+| `best_openvino_model/` | OpenVINO IR (FP16 weights), dynamic input shape (what `LogoDetector.load()` runs) |
 | `metadata.json` | runtime defaults: `imgsz` {meta['imgsz']} for vehicle crops, `full_frame_imgsz` {meta.get('full_frame_imgsz', 640)} for whole photos, `conf` {meta['conf']}, NMS `iou` {meta.get('iou')} |
 | `split.json` | the leakage-free train/val/test split (keys into `../shared`) |
 | `evaluation.json` | full evaluation report (the tables below) |
@@ -55,7 +56,7 @@ classifier names the brand). Fine-tuned from `../shared/models/yolo11n.pt` (COCO
 * `../shared/data/logo-boxes` (1,215 street / dash-cam photos, 480x480, 27 brands, badges
   median ~21 px) and `../shared/data/logo-boxes-flickr` (180 Flickr photos, 6 brands, large
   badges); every class mapped to `logo`.
-* Split ({split['counts']}): photos whose perceptual hash (or that of the mirrored photo) is
+* Split (train {split['counts']['train']}, val {split['counts']['val']}, test {split['counts']['test']} photos): photos whose perceptual hash (or that of the mirrored photo) is
   within {split['phash_threshold']}/64 bits are grouped (union-find; {split['groups_with_several_images']} groups with
   more than one photo) and a group never straddles splits; groups stratified by set and brand,
   70/15/15. `val` chose the threshold, `test` is held out.
@@ -63,7 +64,7 @@ classifier names the brand). Fine-tuned from `../shared/models/yolo11n.pt` (COCO
   COCO vehicle detector (`../shared/models/yolo11n_int8_openvino_model`) finds the vehicle
   carrying each labelled badge; crop = vehicle + jittered margin (fallback: a square of ~9
   badge widths), plus one random 128-400 px window per photo around a badge, plus background
-  windows away from every vehicle as negatives (30 % of photos). Crop counts: {counts}.
+  windows away from every vehicle as negatives (30 % of photos). Crop counts: {', '.join(f'{k} {v}' for k, v in counts.items())}.
 * Caveat: the street photos label one badge per photo; other cars' badges are often visible
   and unlabelled, so they act as label noise in training and count as false positives on full
   photos (full-photo precision is a lower bound).
@@ -82,18 +83,29 @@ classifier names the brand). Fine-tuned from `../shared/models/yolo11n.pt` (COCO
 ## Held-out results (IoU 0.5)
 
 Operating threshold conf = **{report['conf']}** ({meta.get('conf_rule', '')}).
-Full photos are run whole at imgsz {report['full_imgsz']}; crops are the deterministic vehicle
-crops (vehicle box + 5 % margin) at imgsz {report['crop_imgsz']}.
+Views: `full` = the whole photo in one pass at imgsz {report['full_imgsz']}; `crops` = the
+deterministic vehicle crops (vehicle box + 5 % margin; the pipeline's use) at imgsz
+{report['crop_imgsz']}; `photo_auto` = `detect-logos`' default on whole photos (COCO vehicle crops at
+{report['crop_imgsz']} + one whole pass at {report['full_imgsz']}, merged); `synth_unseen` = 200 synthetic
+vehicle crops with catalogue logos of 12 brands absent from all labelled data (fiat, jaguar,
+opel, alfa-romeo, peugeot, skoda, tesla, seat, dacia, land-rover, lancia, saab) composited onto
+vehicles cut from `../shared/videos` (`synth.py`; some of those vehicles show their own,
+unlabelled badge, so its precision is a lower bound; recall is the number to read).
 
-| split | view | imgsz | images | boxes | precision | recall | mAP50 | best recall with P >= 0.85 on this set |
-|---|---|---|---|---|---|---|---|---|
+| split | view | imgsz | images | boxes | precision | recall | TP/FP/FN | mAP50 | max recall with P >= 0.85 (threshold tuned on this set) |
+|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 Targets: recall >= 0.90 at precision >= 0.85 (held-out split).
 
-Inference time (median per image, OpenVINO FP32 on {t.get('cpu_count', '?')} CPU cores, {t.get('ov_threads', '')} threads, on the
-same overloaded machine, so an upper bound): vehicle crop {t.get('crop_ms_median', '?')} ms (imgsz {report['crop_imgsz']}),
-full photo {t.get('full_photo_ms_median', '?')} ms (imgsz {report['full_imgsz']}).
+Inference time per image ({t.get('cpu_count', '?')} CPU cores, OpenVINO (FP16 weights, FP32 compute), OV threads:
+{t.get('ov_threads', '?')}; measured while other training ran on the machine, 1-min load average
+{t.get('load_average_1min', '?')}, so wall times are inflated; CPU ms = process CPU time / images):
+
+| input | imgsz | wall ms (median) | CPU ms (mean) |
+|---|---|---|---|
+| vehicle crop | {report['crop_imgsz']} | {t.get('crop', {}).get('wall_ms_median', '?')} | {t.get('crop', {}).get('cpu_ms_mean', '?')} |
+| full photo | {report['full_imgsz']} | {t.get('full_photo', {}).get('wall_ms_median', '?')} | {t.get('full_photo', {}).get('cpu_ms_mean', '?')} |
 
 {notes}
 
