@@ -86,7 +86,7 @@ Operating threshold conf = **{report['conf']}** ({meta.get('conf_rule', '')}).
 Views: `full` = the whole photo in one pass at imgsz {report['full_imgsz']}; `crops` = the
 deterministic vehicle crops (vehicle box + 5 % margin; the pipeline's use) at imgsz
 {report['crop_imgsz']}; `photo_auto` = `detect-logos`' default on whole photos (COCO vehicle crops at
-{report['crop_imgsz']} + one whole pass at {report['full_imgsz']}, merged); `synth_unseen` = 200 synthetic
+{report['crop_imgsz']} + whole-photo passes at {report['crop_imgsz']} and {report['full_imgsz']}, merged); `synth_unseen` = 200 synthetic
 vehicle crops with catalogue logos of 12 brands absent from all labelled data (fiat, jaguar,
 opel, alfa-romeo, peugeot, skoda, tesla, seat, dacia, land-rover, lancia, saab) composited onto
 vehicles cut from `../shared/videos` (`synth.py`; some of those vehicles show their own,

@@ -3,8 +3,9 @@
 The detector is trained on vehicle-sized crops at 320 px. On a whole photo the badge
 scale is unknown, so "auto" mode does what the pipeline does: find the vehicles with the
 COCO detector (../shared/models/yolo11n_int8_openvino_model), run the badge detector on
-each vehicle crop (5 % margin), and add one whole-image pass (metadata's full_frame_imgsz,
-640) for close-ups and missed vehicles. Boxes from all
+each vehicle crop (5 % margin), and add whole-image passes (at the crop size 320, and at
+metadata's full_frame_imgsz 640 when the image is larger than ~400 px) for close-ups,
+inputs that are already vehicle crops, and missed vehicles. Boxes from all
 passes are merged with NMS, in the input image's pixels.
 """
 
@@ -56,10 +57,15 @@ def detect_in_photo(
 
     conf = detector.conf if conf is None else conf
     h, w = image.shape[:2]
-    if whole_imgsz is None:
-        whole_imgsz = int(detector.metadata.get("full_frame_imgsz", 640))
-    [whole] = detector.detect([image], conf=conf, imgsz=whole_imgsz)
-    boxes, scores = [whole.xyxy], [whole.confidence]
+    sizes = [detector.imgsz]  # the image may itself be a vehicle crop: the trained scale
+    full = int(whole_imgsz or detector.metadata.get("full_frame_imgsz", 640))
+    if max(h, w) > 1.25 * detector.imgsz and full != detector.imgsz:
+        sizes.append(full)  # a larger photo: also look for small badges at the full-frame size
+    boxes, scores = [], []
+    for size in sizes:
+        [whole] = detector.detect([image], conf=conf, imgsz=size)
+        boxes.append(whole.xyxy)
+        scores.append(whole.confidence)
     if vehicles is not None:
         for vx1, vy1, vx2, vy2 in vehicles(image):
             mw, mh = margin * (vx2 - vx1), margin * (vy2 - vy1)
