@@ -106,7 +106,7 @@ class BrandClassifier:
             size = int(metadata["input_size"])
             model.reshape([-1, size, size, 3])
             compiled = core.compile_model(model, "CPU", config)
-        except Exception as exc:  # noqa: BLE001 - any load failure is a model problem for the user
+        except (RuntimeError, ValueError, OSError) as exc:  # OpenVINO reports load failures as RuntimeError
             raise ModelError(f"cannot load brand classifier {xml}: {exc}") from exc
         if threshold is None:
             threshold = float(metadata.get("threshold", 0.5))

@@ -133,7 +133,7 @@ class _OpenVinoBackend:
             if threads:
                 config["INFERENCE_NUM_THREADS"] = int(threads)
             self._compiled = core.compile_model(model, "CPU", config)
-        except Exception as exc:
+        except (RuntimeError, ValueError, OSError) as exc:  # OpenVINO reports load failures as RuntimeError
             raise ModelError(f"cannot load OpenVINO logo detector {xml}: {exc}") from exc
         shape = self._compiled.input(0).get_partial_shape()
         self.dynamic = shape.is_dynamic
@@ -176,12 +176,9 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float, max_det: int = 100):
 class _UltralyticsBackend:
     def __init__(self, weights: Path):
         os.environ.setdefault("YOLO_OFFLINE", "1")
-        try:
-            from ultralytics import YOLO
+        from stream_pipeline.detection import load_yolo
 
-            self._model = YOLO(str(weights), task="detect")
-        except Exception as exc:
-            raise ModelError(f"cannot load logo detector {weights}: {exc}") from exc
+        self._model = load_yolo(Path(weights))
 
     def predict(self, image: np.ndarray, imgsz: int, conf: float, iou: float):
         r = self._model.predict(image, imgsz=imgsz, conf=conf, iou=iou, verbose=False, device="cpu")[0]

@@ -134,7 +134,7 @@ def install_weights(run_dir: Path, which: str = "best") -> Path:
         from ultralytics.utils.torch_utils import strip_optimizer
 
         strip_optimizer(str(dst))
-    except Exception as exc:  # pragma: no cover - stripping is optional
+    except (RuntimeError, OSError, KeyError, AttributeError) as exc:  # stripping is optional
         log.warning("could not strip optimizer from %s: %s", dst, exc)
     return dst
 
