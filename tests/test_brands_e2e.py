@@ -28,3 +28,23 @@ def test_vw_ahead_is_named_volkswagen(tmp_path: Path, videos: Path):
     # Every decided brand is a real catalogue slug with a confidence over the decision floor.
     for v in vehicles:
         assert v["brand"] == "unknown" or v["brand_confidence"] >= 0.5
+
+
+def test_parked_honda_is_named_honda(tmp_path: Path, videos: Path):
+    out = tmp_path / "out"
+    result = run_cli("run", str(videos / "parked_honda_portrait.mp4"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    vehicles = [e for e in read_events(out / "events.jsonl") if e["event"] == "vehicle"]
+    front = max(vehicles, key=lambda v: v["frames_seen"])
+    assert front["brand"] == "honda" and front["brand_confidence"] >= 0.5, front
+
+
+def test_unreadable_overhead_highway_gets_no_false_brands(tmp_path: Path, videos: Path):
+    # From an overpass the badges are a few pixels: wheels and grilles must not become brands.
+    out = tmp_path / "out"
+    result = run_cli("run", str(videos / "highway_overpass_720p.mp4"), "--out", str(out), "--max-frames", "200")
+    assert result.returncode == 0, result.stderr
+    events = read_events(out / "events.jsonl")
+    vehicles = [e for e in events if e["event"] == "vehicle"]
+    assert len(vehicles) >= 8
+    assert [v["brand"] for v in vehicles if v["brand"] != "unknown"] == []

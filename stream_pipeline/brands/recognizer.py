@@ -108,6 +108,17 @@ class BrandRecognizer:
         decided = state.votes.decision()
         return not (decided.brand != UNKNOWN_BRAND and decided.votes >= self.config.stop_after_votes)
 
+    def _plausible(self, logos: Detections, width: int, height: int) -> Detections:
+        """Drop logo boxes where no badge sits: too low on the vehicle or too big (wheels)."""
+        if len(logos) == 0:
+            return logos
+        center_y = (logos.xyxy[:, 1] + logos.xyxy[:, 3]) / 2 / max(1, height)
+        box_width = (logos.xyxy[:, 2] - logos.xyxy[:, 0]) / max(1, width)
+        box_height = (logos.xyxy[:, 3] - logos.xyxy[:, 1]) / max(1, height)
+        c = self.config
+        keep = (center_y <= c.badge_max_center_y) & (box_width <= c.badge_max_width) & (box_height <= c.badge_max_height)
+        return logos[keep]
+
     def process(self, frame: Frame, tracked: Detections, tracks: dict[int, TrackState]) -> list[BrandChange]:
         """Read badges on some tracked vehicles; returns tracks whose decided brand changed."""
         self._tick += 1
@@ -135,7 +146,8 @@ class BrandRecognizer:
 
         logo_results = self.logo_detector.detect(vehicle_crops)
         badges, badge_boxes, badge_tracks = [], [], []
-        for track, origin, logos in zip(chosen, origins, logo_results):
+        for track, origin, vehicle, logos in zip(chosen, origins, vehicle_crops, logo_results):
+            logos = self._plausible(logos, vehicle.shape[1], vehicle.shape[0])
             if len(logos) == 0:
                 continue
             best = int(np.argmax(logos.confidence))

@@ -75,6 +75,12 @@ class BrandsConfig(_Section):
     max_vehicles_per_frame: int = Field(4, ge=1, le=256)
     # Vehicles whose box is smaller than this (pixels, shorter side) are too far for a badge.
     min_vehicle_px: int = Field(64, ge=8, le=4096)
+    # Where and how big a badge can be on a vehicle: logo boxes centred below this fraction of
+    # the vehicle box height, or larger than these fractions of its width / height, are
+    # dropped (round wheels on side views are the logo detector's typical mistake).
+    badge_max_center_y: float = Field(0.78, gt=0.0, le=1.0)
+    badge_max_width: float = Field(0.16, gt=0.0, le=1.0)
+    badge_max_height: float = Field(0.25, gt=0.0, le=1.0)
     # Per-track voting: a brand is decided after `min_votes` votes of which at least
     # `min_agreement` share name the same brand.
     min_votes: int = Field(3, ge=1, le=1000)

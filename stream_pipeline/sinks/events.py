@@ -23,7 +23,7 @@ class EventLog:
 
     def __enter__(self) -> "EventLog":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8")
+        self._file = self.path.open("w", encoding="utf-8")
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -49,12 +49,11 @@ class VehicleCsv:
 
     def __enter__(self) -> "VehicleCsv":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        self._file = self.path.open("a", encoding="utf-8", newline="")
+        # A run owns its output folder: a re-run replaces the previous files, as the video does.
+        self._file = self.path.open("w", encoding="utf-8", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=VehicleRecord.csv_columns())
-        if new:
-            self._writer.writeheader()
-            self._file.flush()
+        self._writer.writeheader()
+        self._file.flush()
         return self
 
     def __exit__(self, *exc_info) -> None:
