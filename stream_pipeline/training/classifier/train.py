@@ -357,12 +357,18 @@ def train_mobilenet(shared: Path, head_epochs: int = 40, finetune_epochs: int = 
     model_dir.mkdir(parents=True, exist_ok=True)
     keras_path = model_dir / "brand_classifier.keras"
     full.save(keras_path)
+    return write_model_files(full, model_dir, labels, INPUT_SIZE, info, threshold, cal, seed, history)
+
+
+def write_model_files(full, model_dir: Path, labels: list[str], size: int, info: dict, threshold: float,
+                      cal: dict, seed: int, history: dict) -> dict:
+    """Metadata, training history and the OpenVINO export beside the saved .keras model."""
     metadata = {
         "labels": labels,
         "other_class": OTHER_CLASS,
-        "input_size": INPUT_SIZE,
+        "input_size": size,
         "input": "RGB float32 0-255, NHWC (the model rescales to [-1, 1]); crops resized to "
-                 f"{INPUT_SIZE}x{INPUT_SIZE} without keeping aspect (INTER_AREA down, INTER_LINEAR up)",
+                 f"{size}x{size} without keeping aspect (INTER_AREA down, INTER_LINEAR up)",
         "crop_margin": info.get("crop_margin", 0.15),
         "threshold": threshold,
         "threshold_calibration": cal,
@@ -633,20 +639,4 @@ def finalize(shared: Path, size: int = 96, threads: int = 1, model_dir: Path = M
             for k in ("loss", "accuracy", "val_loss", "val_accuracy"):
                 history.setdefault(k, []).append(float(row[k]))
             history.setdefault("stage", []).append(name)
-    metadata = {
-        "labels": labels,
-        "other_class": OTHER_CLASS,
-        "input_size": size,
-        "input": "RGB float32 0-255, NHWC (the model rescales to [-1, 1]); crops resized to "
-                 f"{size}x{size} without keeping aspect (INTER_AREA down, INTER_LINEAR up)",
-        "crop_margin": info.get("crop_margin", 0.15),
-        "threshold": threshold,
-        "threshold_calibration": cal,
-        "architecture": "MobileNetV2 1.0 (ImageNet) + GAP + dropout 0.3 + dense softmax",
-        "seed": seed,
-        "trained_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    (model_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
-    (model_dir / "training_history.json").write_text(json.dumps(history, indent=1))
-    export_openvino(full, model_dir)
-    return metadata
+    return write_model_files(full, model_dir, labels, size, info, threshold, cal, seed, history)
