@@ -153,3 +153,35 @@ def test_classify_json_cli(tmp_path: Path, test_records):
     bad = subprocess.run([sys.executable, "-m", "stream_pipeline", "classify", str(tmp_path / "none.jpg"), "--json"],
                          capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
     assert bad.returncode != 0 and "cannot read" in bad.stderr
+
+
+def test_rejection_rule_and_its_calibration():
+    """`decide` rejects on a winning `other`, on a strong `other` share, or on low brand confidence;
+    calibration keeps known-image rejection within budget while rejecting more unknowns."""
+    from stream_pipeline.brands.classifier import OTHER_CLASS, decide
+    from stream_pipeline.training.classifier.train import calibrate_threshold
+
+    labels = ["audi", "bmw", OTHER_CLASS]
+    rows = np.array([[0.70, 0.05, 0.25],   # brand wins, but `other` holds a quarter
+                     [0.90, 0.05, 0.05],   # clear brand
+                     [0.30, 0.20, 0.50],   # `other` wins
+                     [0.15, 0.14, 0.10]])  # nothing is confident (rows need not sum to 1 here)
+    brands = [p.brand for p in decide(rows, labels, threshold=0.2, other_threshold=0.2)]
+    assert brands == [UNKNOWN_BRAND, "audi", UNKNOWN_BRAND, UNKNOWN_BRAND]
+    assert decide(rows[:1], labels, threshold=0.2)[0].brand == "audi"  # default: only a winning `other` rejects
+
+    rng = np.random.default_rng(0)
+    known = np.zeros((200, 3))
+    known[:, 0] = rng.uniform(0.6, 0.99, 200)
+    known[:, 2] = rng.uniform(0.0, 0.1, 200)
+    known[:, 1] = 1 - known[:, 0] - known[:, 2]
+    unknown = np.zeros((100, 3))
+    unknown[:, 2] = rng.uniform(0.15, 0.45, 100)  # unseen brands: `other` strong but not winning
+    unknown[:, 0] = 1 - unknown[:, 2] - 0.01
+    unknown[:, 1] = 0.01
+    y = np.zeros(200, int)
+    t_only, o_only, _ = calibrate_threshold(known, y, labels)
+    t, o, cal = calibrate_threshold(known, y, labels, unknown)
+    assert o_only == 1.0 and o < 1.0
+    assert cal["rejected_total"] <= 0.04
+    assert cal["val_unknown_rejected"] > 0.9

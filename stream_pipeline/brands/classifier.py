@@ -47,8 +47,12 @@ def preprocess_crops(crops: Sequence[np.ndarray], size: int) -> np.ndarray:
     return batch
 
 
-def decide(probs: np.ndarray, labels: Sequence[str], threshold: float, top_k: int = TOP_K) -> list[BrandPrediction]:
-    """Softmax rows -> predictions. `other` or a top brand probability below threshold -> unknown.
+def decide(probs: np.ndarray, labels: Sequence[str], threshold: float, top_k: int = TOP_K,
+           other_threshold: float = 1.0) -> list[BrandPrediction]:
+    """Softmax rows -> predictions. The answer is unknown when `other` wins, when `other` gets at
+    least `other_threshold` (a badge of an unseen brand often splits its vote between `other`
+    and a look-alike class, with neither winning clearly), or when the top brand probability is
+    below `threshold`.
 
     `confidence` is the probability of the top brand class (excluding `other`); `top` lists
     the best brand classes.
@@ -63,7 +67,9 @@ def decide(probs: np.ndarray, labels: Sequence[str], threshold: float, top_k: in
         conf = float(np.clip(row[best], 0.0, 1.0))
         top = tuple(BrandScore(labels[i], float(row[i])) for i in order[:top_k])
         argmax = int(np.argmax(row))
-        brand = labels[best] if (argmax != other_idx and conf >= threshold) else UNKNOWN_BRAND
+        p_other = float(row[other_idx]) if other_idx >= 0 else 0.0
+        known = argmax != other_idx and p_other < other_threshold and conf >= threshold
+        brand = labels[best] if known else UNKNOWN_BRAND
         out.append(BrandPrediction(brand, conf, top))
     return out
 
@@ -78,6 +84,8 @@ class BrandClassifier:
         self._labels = list(metadata["labels"])
         self.input_size = int(metadata["input_size"])
         self.threshold = float(threshold)
+        # calibrated with `threshold`; models without it reject only when `other` wins
+        self.other_threshold = float(metadata.get("other_threshold", 1.0))
         self.batch_size = batch_size
         self._lock = threading.Lock()
 
@@ -132,4 +140,5 @@ class BrandClassifier:
     def classify(self, crops: Sequence[np.ndarray]) -> list[BrandPrediction]:
         if len(crops) == 0:
             return []
-        return decide(self.predict_proba(crops), self._labels, self.threshold)
+        return decide(self.predict_proba(crops), self._labels, self.threshold,
+                      other_threshold=self.other_threshold)

@@ -31,19 +31,22 @@ def jitter_box_crop(img: np.ndarray, box, rng: np.random.Generator) -> np.ndarra
 
 
 def random_crop(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random crop keeping 70-100 % of each side (or pad a little: zoom out)."""
+    """Random crop keeping 80-100 % of each side (or pad a little: zoom out). Web photos often show
+    the badge small and off-centre, so a tighter crop would cut it out."""
     h, w = img.shape[:2]
     if rng.random() < 0.25:  # zoom out: pad with replicated border
         p = int(rng.uniform(0.0, 0.2) * max(h, w))
         return cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REPLICATE)
-    fw, fh = rng.uniform(0.7, 1.0), rng.uniform(0.7, 1.0)
+    fw, fh = rng.uniform(0.8, 1.0), rng.uniform(0.8, 1.0)
     cw, ch = max(2, int(w * fw)), max(2, int(h * fh))
     x, y = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
     return img[y:y + ch, x:x + cw]
 
 
-def degrade(img: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
-    """Geometric and photometric distortions, returns size x size BGR uint8."""
+def degrade(img: np.ndarray, rng: np.random.Generator, size: int, low_res: tuple[float, int, int] = (0.6, 12, 64)
+            ) -> np.ndarray:
+    """Geometric and photometric distortions, returns size x size BGR uint8. `low_res` is
+    (probability, smallest side, largest side) of the down-sampling step."""
     img = _resize(img, size, size)
     # rotation + perspective
     if rng.random() < 0.8:
@@ -58,8 +61,8 @@ def degrade(img: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
         M = cv2.getPerspectiveTransform(src, dst.astype(np.float32))
         img = cv2.warpPerspective(img, M, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     # low resolution: badges in road footage are often 12-40 px wide
-    if rng.random() < 0.6:
-        low = int(rng.uniform(12, 64))
+    if rng.random() < low_res[0]:
+        low = int(rng.uniform(low_res[1], low_res[2]))
         img = _resize(_resize(img, low, low), size, size)
     if rng.random() < 0.3:
         k = int(rng.choice([3, 5]))
@@ -91,9 +94,15 @@ def degrade(img: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def augment_sample(img: np.ndarray, box, rng: np.random.Generator, size: int) -> np.ndarray:
-    """One augmented view: `img` is the full photo when `box` is given, else the image itself."""
-    crop = jitter_box_crop(img, box, rng) if box is not None else random_crop(img, rng)
-    return degrade(crop, rng, size)
+    """One augmented view: `img` is the full photo when `box` is given, else the image itself.
+
+    Badge boxes are cropped the way the pipeline crops them and degraded down to 12 px, as road
+    footage is. A web photo shows the whole badge or car at 150 px, often with the badge only
+    10-20 % of it: shrinking the whole photo to 12 px would erase the badge and teach noise, so
+    web photos are only mildly down-sampled."""
+    if box is not None:
+        return degrade(jitter_box_crop(img, box, rng), rng, size)
+    return degrade(random_crop(img, rng), rng, size, low_res=(0.3, max(12, size // 3), size))
 
 
 def render_logo(rgba: np.ndarray, background: np.ndarray | None, rng: np.random.Generator,

@@ -74,7 +74,11 @@ def _cmd_train(args) -> int:
     from stream_pipeline.training.classifier import train
 
     shared = _shared(args)
-    if args.arch == "cnn":
+    if args.ship_only:
+        if args.arch != "mobilenet":
+            raise UserError("--ship-only applies to --arch mobilenet")
+        train.finalize(shared, size=args.e2e_size, threads=args.threads, model_dir=_model_dir(args), seed=args.seed)
+    elif args.arch == "cnn":
         train.train_cnn(shared, epochs=args.epochs or 40, seed=args.seed, threads=args.threads,
                         resume=args.resume)
     else:
@@ -176,6 +180,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--threads", type=int, default=1, help="CPU threads for TensorFlow")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--resume", action="store_true", help="reuse cached features / finished stages / checkpoints")
+    p.add_argument("--ship-only", action="store_true",
+                   help="no training: calibrate, save and export the best end-to-end checkpoint of --e2e-size")
     common(p)
     p.set_defaults(func=_cmd_train)
 

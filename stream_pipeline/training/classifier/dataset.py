@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from stream_pipeline.core.errors import UserError
+from stream_pipeline.training.grouping import UnionFind
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 MIN_SIDE_PX = 16  # smaller images are reported as "tiny" and skipped
@@ -107,27 +108,15 @@ def group_near_duplicates(hashes: list[int], max_distance: int = PHASH_MAX_DISTA
     Returns a group id per item (the smallest index in its group).
     """
     n = len(hashes)
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def union(a: int, b: int) -> None:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-
+    sets = UnionFind(n)
     arr = np.array(hashes, dtype=np.uint64)
     for i in range(n - 1):
         dist = np.bitwise_count(arr[i + 1:] ^ arr[i])
         for j in np.nonzero(dist <= max_distance)[0]:
-            union(i, i + 1 + int(j))
+            sets.union(i, i + 1 + int(j))
     for a, b in links or []:
-        union(a, b)
-    return [find(i) for i in range(n)]
+        sets.union(a, b)
+    return sets.groups()
 
 
 # ----------------------------------------------------------------------------- folder validation

@@ -15,7 +15,7 @@ import numpy as np
 from stream_pipeline.brands.classifier import OTHER_CLASS, BrandClassifier, decide
 from stream_pipeline.core.errors import ModelError
 from stream_pipeline.core.types import UNKNOWN_BRAND
-from stream_pipeline.training.classifier.dataset import ORIGINAL_BRANDS, load_catalogue, load_record_image
+from stream_pipeline.training.classifier.dataset import ORIGINAL_BRANDS, load_record_image
 
 log = logging.getLogger("stream_pipeline.classifier")
 
@@ -142,7 +142,7 @@ def evaluate(shared: Path, arch: str = "mobilenet", model_dir: Path | None = Non
     t0 = time.time()
     crops = [load_record_image(shared, r) for r in test]
     probs = clf.predict_proba(crops)
-    preds = decide(probs, labels, clf.threshold)
+    preds = decide(probs, labels, clf.threshold, other_threshold=clf.other_threshold)
     closed = [p.top[0].brand for p in preds]  # best brand class, no rejection
     opened = [p.brand for p in preds]  # what the runtime outputs (may be "unknown")
     truth = [r.brand for r in test]
@@ -161,7 +161,7 @@ def evaluate(shared: Path, arch: str = "mobilenet", model_dir: Path | None = Non
         agreement = {"top1_agreement": float(np.mean(kprobs.argmax(1) == probs.argmax(1))),
                      "max_abs_prob_diff": float(np.abs(kprobs - probs).max()),
                      "decision_agreement": float(np.mean(
-                         [a.brand == b.brand for a, b in zip(decide(kprobs, labels, clf.threshold), preds)]))}
+                         [a.brand == b.brand for a, b in zip(decide(kprobs, labels, clf.threshold, other_threshold=clf.other_threshold), preds)]))}
 
     closed_m = classification_metrics(truth, closed, classes)
     open_m = classification_metrics(truth, opened, classes)
@@ -176,19 +176,8 @@ def evaluate(shared: Path, arch: str = "mobilenet", model_dir: Path | None = Non
 
     # Unknown brands never seen in training: held-out catalogue brands rendered as road badges,
     # photos of brands with too few images (unseen split), and non-logo street patches.
-    from stream_pipeline.training.classifier.augment import read_rgba, render_logo
-
-    rng = np.random.default_rng(7)
-    backgrounds = train._street_backgrounds(shared, records, rng, n=100, split="test")
-    catalogue = load_catalogue(shared)
-    unk_imgs, unk_brands = [], []
-    for slug in info["catalogue"]["unknown_test"]:
-        if slug in catalogue:
-            rgba = read_rgba(catalogue[slug])
-            for _ in range(UNKNOWN_RENDERS):
-                unk_imgs.append(render_logo(rgba, backgrounds[int(rng.integers(len(backgrounds)))], rng,
-                                            clf.input_size))
-                unk_brands.append(slug)
+    unk_imgs, unk_brands = train.render_catalogue_brands(shared, records, info["catalogue"]["unknown_test"], "test",
+                                                         UNKNOWN_RENDERS, clf.input_size, np.random.default_rng(7))
     unseen = [r for r in records if r.split == "unseen"]
     unseen_imgs = [load_record_image(shared, r) for r in unseen]
     bg = [r for r in records if r.split == "test" and r.brand == OTHER_CLASS]
@@ -225,6 +214,7 @@ def evaluate(shared: Path, arch: str = "mobilenet", model_dir: Path | None = Non
             "non_logo_street_patches": {"images": len(bg_pred), "rejected": round(rej(bg_pred), 4)},
         },
         "threshold": clf.threshold,
+        "other_threshold": clf.other_threshold,
         "openvino_vs_keras": agreement,
         "original_study_accuracy": ORIGINAL_STUDY_ACCURACY,
         "seconds": round(seconds, 1),

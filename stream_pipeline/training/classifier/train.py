@@ -55,7 +55,12 @@ MAX_KNOWN_REJECTION = 0.04  # threshold calibration target on validation (test t
 def configure_tf(threads: int = 1):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    import cv2
     import tensorflow as tf
+
+    # OpenCV's own thread pool fights TensorFlow's for the same cores (half the CPU went to
+    # spinning in kernel time): augmentation runs one image at a time anyway
+    cv2.setNumThreads(1)
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -346,22 +351,11 @@ def train_mobilenet(shared: Path, head_epochs: int = 40, finetune_epochs: int = 
         return train_end_to_end(shared, size=e2e_size, epochs=e2e_epochs, budget_s=e2e_budget_s, seed=seed,
                                 threads=threads, model_dir=model_dir, lr=e2e_lr)
 
-    # Validation probabilities on real images -> calibrated threshold.
-    val_recs = [r for r in records if r.split == "val" and r.brand in info["classes"]]
-    xv = load_crops(shared, val_recs, INPUT_SIZE).astype(np.float32)
-    pv = full.predict(xv, batch_size=64, verbose=0)
-    yv = np.array([labels.index(r.brand) for r in val_recs])
-    threshold, cal = calibrate_threshold(pv, yv, labels)
-    log.info("threshold %.3f: %s", threshold, cal)
-
-    model_dir.mkdir(parents=True, exist_ok=True)
-    keras_path = model_dir / "brand_classifier.keras"
-    full.save(keras_path)
-    return write_model_files(full, model_dir, labels, INPUT_SIZE, info, threshold, cal, seed, history)
+    return calibrate_and_save(full, shared, records, info, labels, INPUT_SIZE, seed, history, model_dir)
 
 
 def write_model_files(full, model_dir: Path, labels: list[str], size: int, info: dict, threshold: float,
-                      cal: dict, seed: int, history: dict) -> dict:
+                      cal: dict, seed: int, history: dict, other_threshold: float = 1.0) -> dict:
     """Metadata, training history and the OpenVINO export beside the saved .keras model."""
     metadata = {
         "labels": labels,
@@ -371,6 +365,7 @@ def write_model_files(full, model_dir: Path, labels: list[str], size: int, info:
                  f"{size}x{size} without keeping aspect (INTER_AREA down, INTER_LINEAR up)",
         "crop_margin": info.get("crop_margin", 0.15),
         "threshold": threshold,
+        "other_threshold": other_threshold,
         "threshold_calibration": cal,
         "architecture": "MobileNetV2 1.0 (ImageNet) + GAP + dropout 0.3 + dense softmax",
         "seed": seed,
@@ -382,23 +377,73 @@ def write_model_files(full, model_dir: Path, labels: list[str], size: int, info:
     return metadata
 
 
-def calibrate_threshold(probs: np.ndarray, y: np.ndarray, labels: list[str],
-                        max_rejection: float = MAX_KNOWN_REJECTION) -> tuple[float, dict]:
-    """Largest max-brand-probability threshold rejecting <= max_rejection of known val images."""
-    other = labels.index(OTHER_CLASS)
+def render_catalogue_brands(shared: Path, records: list[Record], slugs: list[str], split: str, per_brand: int,
+                            size: int, rng: np.random.Generator) -> tuple[list[np.ndarray], list[str]]:
+    """Catalogue logos rendered as road badges on street backgrounds of `split` (unknown brands
+    for calibration and evaluation). Returns BGR images and their slugs."""
+    from stream_pipeline.training.classifier.augment import read_rgba, render_logo
+
+    backgrounds = _street_backgrounds(shared, records, rng, n=100, split=split)
+    catalogue = load_catalogue(shared)
+    images, brands = [], []
+    for slug in slugs:
+        if slug in catalogue:
+            rgba = read_rgba(catalogue[slug])
+            for _ in range(per_brand):
+                images.append(render_logo(rgba, backgrounds[int(rng.integers(len(backgrounds)))], rng, size))
+                brands.append(slug)
+    return images, brands
+
+
+def _rejected(probs: np.ndarray, other: int, threshold: float, other_threshold: float) -> np.ndarray:
+    """The runtime rule of `brands.classifier.decide`, vectorised."""
     brand_probs = probs.copy()
     brand_probs[:, other] = -1
-    conf = brand_probs.max(axis=1)
-    rejected_by_other = probs.argmax(axis=1) == other
-    base_rate = float(rejected_by_other.mean())
-    best = 0.0
-    for t in np.round(np.arange(0.0, 0.96, 0.01), 2):
-        rate = float((rejected_by_other | (conf < t)).mean())
-        if rate <= max_rejection:
-            best = float(t)
-    final = float((rejected_by_other | (conf < best)).mean())
-    return best, {"val_images": int(len(y)), "rejected_as_other": base_rate, "rejected_total": final,
-                  "target_max_rejection": max_rejection}
+    return (probs.argmax(axis=1) == other) | (probs[:, other] >= other_threshold) | (brand_probs.max(axis=1) < threshold)
+
+
+def calibrate_threshold(probs: np.ndarray, y: np.ndarray, labels: list[str], unknown_probs: np.ndarray | None = None,
+                        max_rejection: float = MAX_KNOWN_REJECTION) -> tuple[float, float, dict]:
+    """Rejection thresholds on validation: (brand-probability threshold, `other`-probability
+    threshold). Without unknown-brand images: the largest brand threshold rejecting
+    <= max_rejection of known images. With them: the pair rejecting the most unknown images
+    within that budget (ties: fewer known images rejected)."""
+    other = labels.index(OTHER_CLASS)
+    grid_t = np.round(np.arange(0.0, 0.96, 0.01), 2)
+    grid_o = [1.0] if unknown_probs is None else [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 1.0]
+    best = (-1.0, 0.0, 0.0, 1.0)  # (unknown rejected, -known rejected, threshold, other threshold)
+    for o in grid_o:
+        for t in grid_t:
+            known = float(_rejected(probs, other, t, o).mean())
+            if known > max_rejection:
+                continue
+            unk = float(_rejected(unknown_probs, other, t, o).mean()) if unknown_probs is not None else t
+            best = max(best, (unk, -known, float(t), float(o)))
+    _unk, _known, threshold, other_threshold = best
+    cal = {"val_images": int(len(y)), "rejected_as_other": float((probs.argmax(axis=1) == other).mean()),
+           "rejected_total": float(_rejected(probs, other, threshold, other_threshold).mean()),
+           "target_max_rejection": max_rejection, "val_top1": float(np.mean(probs.argmax(axis=1) == y))}
+    if unknown_probs is not None:
+        cal["val_unknown_images"] = int(len(unknown_probs))
+        cal["val_unknown_rejected"] = float(_rejected(unknown_probs, other, threshold, other_threshold).mean())
+    return threshold, other_threshold, cal
+
+
+def calibrate_and_save(full, shared: Path, records: list[Record], info: dict, labels: list[str], size: int,
+                       seed: int, history: dict, model_dir: Path) -> dict:
+    """Validation probabilities (known val images + renders of the validation-only `other`
+    brands) -> rejection thresholds; then .keras, metadata, history and the OpenVINO IR."""
+    val_recs = [r for r in records if r.split == "val" and r.brand in info["classes"]]
+    pv = full.predict(load_crops(shared, val_recs, size).astype(np.float32), batch_size=64, verbose=0)
+    yv = np.array([labels.index(r.brand) for r in val_recs])
+    unknown, _ = render_catalogue_brands(shared, records, info["catalogue"]["other_val"], "val", 5, size,
+                                         np.random.default_rng(seed + 3))
+    pu = full.predict(preprocess_crops(unknown, size), batch_size=64, verbose=0)
+    threshold, other_threshold, cal = calibrate_threshold(pv, yv, labels, pu)
+    log.info("thresholds: brand %.2f, other %.2f: %s", threshold, other_threshold, cal)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    full.save(model_dir / "brand_classifier.keras")
+    return write_model_files(full, model_dir, labels, size, info, threshold, cal, seed, history, other_threshold)
 
 
 def export_openvino(model, model_dir: Path) -> Path:
@@ -465,7 +510,7 @@ def train_cnn(shared: Path, epochs: int = 40, seed: int = 1337, threads: int = 1
           .map(lambda a, b: (aug(tf.cast(a, tf.float32), training=True), b)))
     cbs = [
         keras.callbacks.ModelCheckpoint(str(out / "best.keras"), monitor="val_loss", save_best_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=8),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=10),
         keras.callbacks.CSVLogger(str(out / "log.csv"), append=resume),
         keras.callbacks.BackupAndRestore(str(out / "backup")),
     ]
@@ -539,12 +584,94 @@ class TrainSampler:
             yield view[:, :, ::-1].astype(np.float32), y, self.class_weight[y]
 
 
+def _sampler_worker(queue, shared: Path, model_dir: Path, size: int, seed: int, batch: int) -> None:
+    """Runs in its own process: augmentation (Python + OpenCV) then overlaps the TensorFlow step
+    instead of taking turns with it under the GIL. Sends the class weights, then batches forever."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    records, info = load_dataset_info(model_dir)
+    sampler = TrainSampler(shared, records, info, list(info["classes"]) + [OTHER_CLASS], size, seed)
+    queue.put(sampler.class_weight)
+    views = sampler()
+    while True:
+        xs, ys = zip(*((v, y) for v, y, _w in (next(views) for _ in range(batch))))
+        queue.put((np.stack(xs).astype(np.uint8), np.asarray(ys, np.int32)))
+
+
+class BackgroundBatches:
+    """Augmented training batches produced by a worker process (spawned, not forked: the parent
+    already runs TensorFlow threads). Use as a context manager so the worker never outlives training."""
+
+    def __init__(self, shared: Path, model_dir: Path, size: int, seed: int, batch: int = 32, prefetch: int = 6):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.queue = ctx.Queue(maxsize=prefetch)
+        self.process = ctx.Process(target=_sampler_worker, args=(self.queue, shared, model_dir, size, seed, batch),
+                                   daemon=True, name="augment")
+        self.size, self.batch = size, batch
+
+    def __enter__(self) -> "BackgroundBatches":
+        self.process.start()
+        self.class_weight = self.queue.get(timeout=600)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        self.process.join(timeout=10)
+
+    def __call__(self):
+        while True:
+            x, y = self.queue.get(timeout=600)
+            # the views are RGB already (TrainSampler flips BGR)
+            yield x.astype(np.float32), y, self.class_weight[y]
+
+
+def fit_from_batches(model, batches, n_classes: int, epochs: int, steps_per_epoch: int, validation: tuple,
+                     callbacks: list) -> dict[str, list[float]]:
+    """`model.fit` for an endless batch iterator, with the usual Keras callbacks.
+
+    Not tf.data: `Dataset.from_generator` halved the training step rate on 2 cores (its Python
+    callback contends with the step); `train_on_batch` runs at the full rate."""
+    import keras
+
+    cb = keras.callbacks.CallbackList(callbacks, model=model)
+    model.stop_training = False
+    cb.on_train_begin()
+    history: dict[str, list[float]] = {}
+    stream = batches()
+    for epoch in range(epochs):
+        cb.on_epoch_begin(epoch)
+        t0 = time.time()
+        sums: dict[str, float] = {}
+        for _ in range(steps_per_epoch):
+            x, y, w = next(stream)
+            logs = model.train_on_batch(x, keras.utils.to_categorical(y, n_classes), sample_weight=w,
+                                        return_dict=True)
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        logs = {k: v / steps_per_epoch for k, v in sums.items()}
+        val = model.evaluate(*validation, batch_size=64, verbose=0, return_dict=True)
+        logs.update({f"val_{k}": float(v) for k, v in val.items()})
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        cb.on_epoch_end(epoch, logs)  # checkpoint, LR schedule, CSV, early stop, time budget
+        log.info("epoch %d/%d %.0fs: %s", epoch + 1, epochs, time.time() - t0,
+                 " ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+        for k, v in logs.items():
+            history.setdefault(k, []).append(float(v))
+        if model.stop_training:
+            break
+    cb.on_train_end()
+    return history
+
+
 def train_end_to_end(shared: Path, size: int = 96, epochs: int = 100, steps_per_epoch: int = 50,
                      budget_s: float | None = None, seed: int = 1337, threads: int = 1,
                      model_dir: Path = MODEL_DIR, lr: float = 3e-4) -> dict:
     """Stage 3: all convolution layers trainable (BatchNorm frozen), on-the-fly augmentation,
     starting from the stage-1/2 weights; the model's input size becomes `size`."""
-    tf = configure_tf(threads)
+    configure_tf(threads)
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -555,9 +682,16 @@ def train_end_to_end(shared: Path, size: int = 96, epochs: int = 100, steps_per_
     ckpt_dir = WORK_DIR / "mobilenet"
     e2e_best = ckpt_dir / f"e2e{size}_best.weights.h5"
     full, top, _lower, base, _tp, _head = build_mobilenet(n, weights, size)
+    # the network is fully convolutional: a checkpoint trained at another input size is a better
+    # start than the stage-2 weights (newest first)
+    other_sizes = sorted((p for p in ckpt_dir.glob("e2e*_best.weights.h5") if p != e2e_best),
+                         key=lambda p: p.stat().st_mtime, reverse=True)
     if e2e_best.is_file():
         full.load_weights(e2e_best)
         log.info("resuming end-to-end stage from %s", e2e_best.name)
+    elif other_sizes:
+        full.load_weights(other_sizes[0])
+        log.info("end-to-end stage at %d px starts from %s", size, other_sizes[0].name)
     else:
         src = ckpt_dir / "finetune_best.weights.h5"
         if not src.is_file():
@@ -574,11 +708,7 @@ def train_end_to_end(shared: Path, size: int = 96, epochs: int = 100, steps_per_
     for layer in base.layers:
         layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
 
-    sampler = TrainSampler(shared, records, info, labels, size, seed + 11)
-    ds = tf.data.Dataset.from_generator(
-        sampler, output_signature=(tf.TensorSpec((size, size, 3), tf.float32), tf.TensorSpec((), tf.int32),
-                                   tf.TensorSpec((), tf.float32)))
-    ds = ds.map(lambda x, y, w: (x, tf.one_hot(y, n), w)).batch(32).prefetch(2)
+    batches = BackgroundBatches(shared, model_dir, size, seed + 11)
 
     # validation: real val crops + `other` renders of the validation catalogue brands
     rng = np.random.default_rng(seed + 1)
@@ -596,14 +726,13 @@ def train_end_to_end(shared: Path, size: int = 96, epochs: int = 100, steps_per_
     log.info("end-to-end start: val_loss %.4f val_accuracy %.4f", start[0], start[1])
     cbs = [keras.callbacks.ModelCheckpoint(str(e2e_best), monitor="val_loss", save_best_only=True,
                                            save_weights_only=True, initial_value_threshold=float(start[0])),
-           keras.callbacks.EarlyStopping(monitor="val_loss", patience=8),
+           keras.callbacks.EarlyStopping(monitor="val_loss", patience=10),
            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3),
            keras.callbacks.CSVLogger(str(ckpt_dir / f"e2e{size}_log.csv"), append=True),
            TimeBudget.make(budget_s)]
     t0 = time.time()
-    h = full.fit(ds, steps_per_epoch=steps_per_epoch, epochs=epochs, validation_data=(xv, yv), callbacks=cbs,
-                 verbose=2)
-    hist = {k: [float(v) for v in vals] for k, vals in h.history.items()}
+    with batches:
+        hist: dict = fit_from_batches(full, batches, n, epochs, steps_per_epoch, (xv, yv), cbs)
     hist["seconds"] = time.time() - t0
     (ckpt_dir / f"e2e{size}_done.json").write_text(json.dumps(hist))
     return finalize(shared, size=size, threads=threads, model_dir=model_dir, seed=seed)
@@ -618,19 +747,16 @@ def finalize(shared: Path, size: int = 96, threads: int = 1, model_dir: Path = M
     labels = list(info["classes"]) + [OTHER_CLASS]
     ckpt_dir = WORK_DIR / "mobilenet"
     full, *_ = build_mobilenet(len(labels), None, size)
-    full.load_weights(ckpt_dir / f"e2e{size}_best.weights.h5")
-    val_recs = [r for r in records if r.split == "val" and r.brand in info["classes"]]
-    xv = load_crops(shared, val_recs, size).astype(np.float32)
-    pv = full.predict(xv, batch_size=64, verbose=0)
-    yv = np.array([labels.index(r.brand) for r in val_recs])
-    threshold, cal = calibrate_threshold(pv, yv, labels)
-    cal["val_top1"] = float(np.mean(pv.argmax(1) == yv))
-    log.info("threshold %.3f: %s", threshold, cal)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    full.save(model_dir / "brand_classifier.keras")
+    best = ckpt_dir / f"e2e{size}_best.weights.h5"
+    if not best.is_file():
+        raise UserError(f"no end-to-end checkpoint at {size} px: {best} (train first, or pass the right --e2e-size)")
+    full.load_weights(best)
     history: dict[str, list] = {}
-    for name, file in (("head", "head_log.csv"), ("finetune", "finetune_log.csv"), (f"end-to-end {size}px", f"e2e{size}_log.csv")):
-        path = ckpt_dir / file
+    # every end-to-end run (e.g. 96 px, then 128 px from its weights) in the order they were trained
+    e2e_logs = sorted(ckpt_dir.glob("e2e*_log.csv"), key=lambda p: p.stat().st_mtime)
+    stages = [("head", ckpt_dir / "head_log.csv"), ("finetune", ckpt_dir / "finetune_log.csv")]
+    stages += [(f"end-to-end {p.stem[3:-4]}px", p) for p in e2e_logs]
+    for name, path in stages:
         if not path.is_file():
             continue
         with open(path, newline="") as fh:
@@ -639,4 +765,4 @@ def finalize(shared: Path, size: int = 96, threads: int = 1, model_dir: Path = M
             for k in ("loss", "accuracy", "val_loss", "val_accuracy"):
                 history.setdefault(k, []).append(float(row[k]))
             history.setdefault("stage", []).append(name)
-    return write_model_files(full, model_dir, labels, size, info, threshold, cal, seed, history)
+    return calibrate_and_save(full, shared, records, info, labels, size, seed, history, model_dir)

@@ -23,6 +23,7 @@ import numpy as np
 
 from stream_pipeline.core.errors import UserError
 from stream_pipeline.core.paths import shared_dir
+from stream_pipeline.training.grouping import UnionFind
 from stream_pipeline.training.logo_detector.common import (
     CLASS_NAMES,
     SPLIT_MANIFEST,
@@ -58,23 +59,13 @@ def _phashes(samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
 def group_near_duplicates(samples: list[Sample], threshold: int = PHASH_THRESHOLD) -> list[int]:
     """Group id per sample: connected components of 'phash distance <= threshold'."""
     plain, mirrored = _phashes(samples)
-    n = len(samples)
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(n):
+    sets = UnionFind(len(samples))
+    for i in range(len(samples)):
         d = np.minimum((plain[i] != plain).sum(1), (mirrored[i] != plain).sum(1))
         for j in np.nonzero(d <= threshold)[0]:  # mirror distance is not symmetric: test every j
             if j != i:
-                ri, rj = find(i), find(int(j))
-                if ri != rj:
-                    parent[max(ri, rj)] = min(ri, rj)
-    return [find(i) for i in range(n)]
+                sets.union(i, int(j))
+    return sets.groups()
 
 
 def make_split(samples: list[Sample], threshold: int = PHASH_THRESHOLD, seed: int = SPLIT_SEED) -> dict:
