@@ -47,6 +47,17 @@ def preprocess_crops(crops: Sequence[np.ndarray], size: int) -> np.ndarray:
     return batch
 
 
+def rejected(probs: np.ndarray, other_idx: int, threshold: float, other_threshold: float = 1.0) -> np.ndarray:
+    """Per row: True when the answer is unknown (see `decide`). `other_idx` -1: no `other` output."""
+    probs = np.asarray(probs, np.float64)
+    if other_idx < 0:
+        return probs.max(axis=1) < threshold
+    brand_probs = probs.copy()
+    brand_probs[:, other_idx] = -1
+    return ((probs.argmax(axis=1) == other_idx) | (probs[:, other_idx] >= other_threshold)
+            | (brand_probs.max(axis=1) < threshold))
+
+
 def decide(probs: np.ndarray, labels: Sequence[str], threshold: float, top_k: int = TOP_K,
            other_threshold: float = 1.0) -> list[BrandPrediction]:
     """Softmax rows -> predictions. The answer is unknown when `other` wins, when `other` gets at
@@ -60,16 +71,14 @@ def decide(probs: np.ndarray, labels: Sequence[str], threshold: float, top_k: in
     out = []
     labels = list(labels)
     other_idx = labels.index(OTHER_CLASS) if OTHER_CLASS in labels else -1
-    for row in probs:
+    unknown = rejected(probs, other_idx, threshold, other_threshold) if len(probs) else []
+    for row, is_unknown in zip(probs, unknown):
         row = np.asarray(row, np.float64)
         order = [int(i) for i in np.argsort(-row) if int(i) != other_idx]
         best = order[0]
         conf = float(np.clip(row[best], 0.0, 1.0))
         top = tuple(BrandScore(labels[i], float(row[i])) for i in order[:top_k])
-        argmax = int(np.argmax(row))
-        p_other = float(row[other_idx]) if other_idx >= 0 else 0.0
-        known = argmax != other_idx and p_other < other_threshold and conf >= threshold
-        brand = labels[best] if known else UNKNOWN_BRAND
+        brand = UNKNOWN_BRAND if is_unknown else labels[best]
         out.append(BrandPrediction(brand, conf, top))
     return out
 

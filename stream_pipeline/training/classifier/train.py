@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream_pipeline.brands.classifier import OTHER_CLASS, preprocess_crops
+from stream_pipeline.brands.classifier import OTHER_CLASS, preprocess_crops, rejected
 from stream_pipeline.core.errors import UserError
 from stream_pipeline.core.paths import PROJECT_ROOT
 from stream_pipeline.training.classifier.dataset import (
@@ -395,13 +395,6 @@ def render_catalogue_brands(shared: Path, records: list[Record], slugs: list[str
     return images, brands
 
 
-def _rejected(probs: np.ndarray, other: int, threshold: float, other_threshold: float) -> np.ndarray:
-    """The runtime rule of `brands.classifier.decide`, vectorised."""
-    brand_probs = probs.copy()
-    brand_probs[:, other] = -1
-    return (probs.argmax(axis=1) == other) | (probs[:, other] >= other_threshold) | (brand_probs.max(axis=1) < threshold)
-
-
 def calibrate_threshold(probs: np.ndarray, y: np.ndarray, labels: list[str], unknown_probs: np.ndarray | None = None,
                         max_rejection: float = MAX_KNOWN_REJECTION) -> tuple[float, float, dict]:
     """Rejection thresholds on validation: (brand-probability threshold, `other`-probability
@@ -414,18 +407,18 @@ def calibrate_threshold(probs: np.ndarray, y: np.ndarray, labels: list[str], unk
     best = (-1.0, 0.0, 0.0, 1.0)  # (unknown rejected, -known rejected, threshold, other threshold)
     for o in grid_o:
         for t in grid_t:
-            known = float(_rejected(probs, other, t, o).mean())
+            known = float(rejected(probs, other, t, o).mean())
             if known > max_rejection:
                 continue
-            unk = float(_rejected(unknown_probs, other, t, o).mean()) if unknown_probs is not None else t
+            unk = float(rejected(unknown_probs, other, t, o).mean()) if unknown_probs is not None else t
             best = max(best, (unk, -known, float(t), float(o)))
     _unk, _known, threshold, other_threshold = best
     cal = {"val_images": int(len(y)), "rejected_as_other": float((probs.argmax(axis=1) == other).mean()),
-           "rejected_total": float(_rejected(probs, other, threshold, other_threshold).mean()),
+           "rejected_total": float(rejected(probs, other, threshold, other_threshold).mean()),
            "target_max_rejection": max_rejection, "val_top1": float(np.mean(probs.argmax(axis=1) == y))}
     if unknown_probs is not None:
         cal["val_unknown_images"] = int(len(unknown_probs))
-        cal["val_unknown_rejected"] = float(_rejected(unknown_probs, other, threshold, other_threshold).mean())
+        cal["val_unknown_rejected"] = float(rejected(unknown_probs, other, threshold, other_threshold).mean())
     return threshold, other_threshold, cal
 
 
