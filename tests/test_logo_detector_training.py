@@ -67,3 +67,32 @@ def test_split_manifest_has_no_near_duplicates_across_splits():
         d = np.minimum((plain[i] != plain).sum(1), (mirrored[i] != plain).sum(1))
         close = (d <= PHASH_THRESHOLD) & (labels != labels[i])
         assert not close.any(), f"near-duplicate across splits: {names[i]} vs {labels[close][:3]}"
+
+
+@pytest.mark.skipif(shared_dir(required=False) is None, reason="../shared data not available")
+def test_badge_swap_replaces_the_badge_in_place():
+    """The synthetic 'badge swap' paints out a real labelled badge and puts a catalogue logo of
+    another brand in its box: the new label sits on the old badge, the pixels there change, and
+    the rest of the photo is left as it was (up to the sensor noise and JPEG added everywhere)."""
+    import random
+
+    import cv2
+
+    from stream_pipeline.training.logo_detector.common import box_iou, load_samples
+    from stream_pipeline.training.logo_detector.synth import _load_logo, swap_badges
+
+    sample = next(s for s in load_samples(["logo-boxes"]) if len(s.boxes) == 1 and s.boxes[0].w >= 30)
+    image = cv2.imread(str(sample.image))
+    badge = sample.boxes[0].xyxy()
+    out, boxes = swap_badges(image, [badge], [_load_logo("peugeot")], random.Random(3))
+
+    assert out.shape == image.shape and out.dtype == np.uint8
+    [box] = boxes
+    assert box_iou([box], [badge])[0, 0] > 0.3
+    bx1, by1, bx2, by2 = (int(v) for v in badge)
+    inside = np.abs(out[by1:by2, bx1:bx2].astype(int) - image[by1:by2, bx1:bx2]).mean()
+    far = np.ones(image.shape[:2], bool)
+    pad = int(max(bx2 - bx1, by2 - by1))
+    far[max(0, by1 - pad):by2 + pad, max(0, bx1 - pad):bx2 + pad] = False
+    outside = np.abs(out.astype(int) - image)[far].mean()
+    assert inside > 3 * outside and outside < 8

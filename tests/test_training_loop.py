@@ -62,3 +62,33 @@ def test_fit_from_batches_trains_and_drives_keras_callbacks(tmp_path: Path):
     with open(log_csv, newline="") as fh:
         assert len(list(csv.DictReader(fh))) == len(hist["loss"])
     assert best.is_file()
+
+
+def test_init_from_copies_a_saved_classifier_and_refuses_other_labels(tmp_path: Path):
+    """`train-classifier --init-from` starts fine-tuning from a saved model at another input size
+    (the network is fully convolutional), but never from one trained on other classes."""
+    import json
+
+    import pytest
+
+    from stream_pipeline.core.errors import UserError
+    from stream_pipeline.training.classifier.train import _load_saved_classifier, build_mobilenet, configure_tf
+
+    configure_tf(1)
+    import keras
+
+    keras.utils.set_random_seed(0)
+    labels = ["audi", "bmw", "other"]
+    saved, *_ = build_mobilenet(len(labels), None, size=64)
+    saved.save(tmp_path / "brand_classifier.keras")
+    (tmp_path / "metadata.json").write_text(json.dumps({"labels": labels}))
+
+    fresh, *_ = build_mobilenet(len(labels), None, size=96)
+    _load_saved_classifier(fresh, tmp_path / "brand_classifier.keras", labels)
+    for a, b in zip(saved.get_weights(), fresh.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+    with pytest.raises(UserError, match="other classes"):
+        _load_saved_classifier(fresh, tmp_path / "brand_classifier.keras", ["audi", "kia", "other"])
+    with pytest.raises(UserError, match="no such model file"):
+        _load_saved_classifier(fresh, tmp_path / "missing.keras", labels)

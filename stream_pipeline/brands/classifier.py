@@ -115,8 +115,10 @@ class BrandClassifier:
             import openvino as ov
 
             core = ov.Core()
-            # One synchronous request per batch: LATENCY lets it use all threads.
-            config = {"PERFORMANCE_HINT": "LATENCY"}
+            # One synchronous request per batch: LATENCY lets it use all threads. f32 compute: on
+            # CPUs with bf16 units OpenVINO would default to bf16, which moved probabilities by up
+            # to 0.3 and so the calibrated rejection thresholds (measured in f32) with them.
+            config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
             if num_threads:
                 config["INFERENCE_NUM_THREADS"] = int(num_threads)
             model = core.read_model(str(xml))

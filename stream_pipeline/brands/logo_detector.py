@@ -128,7 +128,8 @@ class _OpenVinoBackend:
         try:
             core = ov.Core()
             model = core.read_model(str(xml))
-            config = {"PERFORMANCE_HINT": "LATENCY"}
+            # f32 compute, as the threshold was chosen: bf16-capable CPUs would otherwise run bf16
+            config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
             threads = os.environ.get("STREAM_PIPELINE_OV_THREADS")
             if threads:
                 config["INFERENCE_NUM_THREADS"] = int(threads)

@@ -31,7 +31,7 @@ def write_model_card(model_dir: Path) -> Path:
         "",
         "| file | what |",
         "|---|---|",
-        f"| `brand_classifier.xml/.bin` | OpenVINO IR (fp16 weights), input `(N, {meta['input_size']}, {meta['input_size']}, 3)` RGB float 0-255 |",
+        f"| `brand_classifier.xml/.bin` | OpenVINO IR (fp32 weights, f32 inference), input `(N, {meta['input_size']}, {meta['input_size']}, 3)` RGB float 0-255 |",
         "| `brand_classifier.keras` | the trained Keras 3 model (same weights, float32) |",
         "| `metadata.json` | labels (output order, incl. `other`), input size, preprocessing, threshold |",
         "| `dataset.json`, `split_manifest.csv` | classes, catalogue-brand splits, per-image split (paths relative to `../shared`) |",
@@ -70,7 +70,8 @@ def write_model_card(model_dir: Path) -> Path:
         "Road-footage augmentation: random box margin (0-40 %)/shift for street crops, crop/zoom-out, rotation "
         "+-15 deg, perspective, down-sampling (street badge crops and rendered logos to 12-64 px; web photos, "
         "which show the badge at 10-20 % of 150 px, only mildly), Gaussian/motion blur, "
-        "brightness/contrast/gamma/colour cast, grey, noise, JPEG 20-90. Sampling is balanced per class (street "
+        "brightness/contrast/gamma/colour cast, grey, noise, JPEG 20-90; 35 % of the web-photo views skip "
+        "these degradations (mild rotation and brightness only) so sharp photos are seen too. Sampling is balanced per class (street "
         "crops weighted 3x), with sqrt-balanced class weights and label smoothing 0.05. "
         "Stage 1: ~29k augmented views at 128 px cached through the frozen network up to `block_12`; the new "
         "head trained on the frozen network (Adam 1e-3). Stage 2: blocks 13-16 + `Conv_1` fine-tuned on the "

@@ -87,7 +87,9 @@ def _cmd_train(args) -> int:
                               seed=args.seed, threads=args.threads, resume=args.resume,
                               model_dir=_model_dir(args), finetune_budget_s=budget,
                               steps_per_epoch=args.steps_per_epoch, e2e_epochs=args.e2e_epochs,
-                              e2e_size=args.e2e_size, e2e_lr=args.e2e_lr,
+                              e2e_size=args.e2e_size, e2e_lr=args.e2e_lr, e2e_steps=args.e2e_steps,
+                              init_from=Path(args.init_from) if args.init_from else None,
+                              plateau_patience=args.plateau_patience,
                               e2e_budget_s=args.e2e_budget_min * 60 if args.e2e_budget_min else None)
     return 0
 
@@ -177,6 +179,11 @@ def add_commands(subparsers) -> None:
     p.add_argument("--e2e-lr", type=float, default=3e-4, help="Adam learning rate of the end-to-end stage")
     p.add_argument("--e2e-size", type=int, default=96, help="input size of the end-to-end stage and the shipped model")
     p.add_argument("--e2e-budget-min", type=float, default=None, help="stop the end-to-end stage after this many minutes")
+    p.add_argument("--e2e-steps", type=int, default=50, help="batches of 32 per end-to-end epoch")
+    p.add_argument("--plateau-patience", type=int, default=3,
+                   help="end-to-end epochs without a better validation loss before the learning rate halves")
+    p.add_argument("--init-from", default=None, metavar="MODEL.keras",
+                   help="start the end-to-end stage from a saved classifier (e.g. the shipped one), skipping stages 1-2")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for TensorFlow")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--resume", action="store_true", help="reuse cached features / finished stages / checkpoints")

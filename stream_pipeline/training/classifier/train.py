@@ -11,7 +11,7 @@ Main model (`--arch mobilenet`): ImageNet MobileNetV2.
      frozen), Adam 1e-4, fresh augmentation on the fly. Every stage keeps the best
      validation-loss checkpoint and stops early (or on a time budget).
   5. Threshold calibrated on the validation split (<= 4 % of known images rejected), Keras model
-     saved, converted to OpenVINO IR (fp16), metadata written.
+     saved, converted to OpenVINO IR (fp32 weights), metadata written.
 
 Original CNN (`--arch cnn`): the study's 4-layer CNN, 150x150, 10 seed brands.
 """
@@ -252,7 +252,12 @@ def train_mobilenet(shared: Path, head_epochs: int = 40, finetune_epochs: int = 
                     threads: int = 1, resume: bool = True, model_dir: Path = MODEL_DIR,
                     finetune_budget_s: float | None = None, steps_per_epoch: int = 100,
                     e2e_epochs: int = 100, e2e_size: int = 96, e2e_budget_s: float | None = None,
-                    e2e_lr: float = 3e-4) -> dict:
+                    e2e_lr: float = 3e-4, e2e_steps: int = 50, init_from: Path | None = None,
+                    plateau_patience: int = 3) -> dict:
+    if init_from is not None:  # stages 1-2 live in the saved model already
+        return train_end_to_end(shared, size=e2e_size, epochs=e2e_epochs, steps_per_epoch=e2e_steps,
+                                budget_s=e2e_budget_s, seed=seed, threads=threads, model_dir=model_dir, lr=e2e_lr,
+                                init_from=init_from, plateau_patience=plateau_patience)
     tf = configure_tf(threads)
     import keras
 
@@ -348,8 +353,9 @@ def train_mobilenet(shared: Path, head_epochs: int = 40, finetune_epochs: int = 
         set_upper_trainable(base, False)
 
     if e2e_epochs > 0:  # stage 3 (end-to-end) also calibrates, saves and exports
-        return train_end_to_end(shared, size=e2e_size, epochs=e2e_epochs, budget_s=e2e_budget_s, seed=seed,
-                                threads=threads, model_dir=model_dir, lr=e2e_lr)
+        return train_end_to_end(shared, size=e2e_size, epochs=e2e_epochs, steps_per_epoch=e2e_steps,
+                                budget_s=e2e_budget_s, seed=seed, threads=threads, model_dir=model_dir, lr=e2e_lr,
+                                plateau_patience=plateau_patience)
 
     return calibrate_and_save(full, shared, records, info, labels, INPUT_SIZE, seed, history, model_dir)
 
@@ -440,7 +446,8 @@ def calibrate_and_save(full, shared: Path, records: list[Record], info: dict, la
 
 
 def export_openvino(model, model_dir: Path) -> Path:
-    """Keras -> TF SavedModel -> OpenVINO IR (fp16 weights)."""
+    """Keras -> TF SavedModel -> OpenVINO IR. Weights stay fp32: fp16 weights moved the
+    fine-tuned model's probabilities by up to 0.03, enough to flip near-ties against Keras."""
     import openvino as ov
 
     saved = WORK_DIR / "saved_model"
@@ -451,7 +458,7 @@ def export_openvino(model, model_dir: Path) -> Path:
     model.export(str(saved), format="tf_saved_model", verbose=False)
     ov_model = ov.convert_model(str(saved))
     xml = model_dir / "brand_classifier.xml"
-    ov.save_model(ov_model, str(xml), compress_to_fp16=True)
+    ov.save_model(ov_model, str(xml), compress_to_fp16=False)
     return xml
 
 
@@ -661,9 +668,13 @@ def fit_from_batches(model, batches, n_classes: int, epochs: int, steps_per_epoc
 
 def train_end_to_end(shared: Path, size: int = 96, epochs: int = 100, steps_per_epoch: int = 50,
                      budget_s: float | None = None, seed: int = 1337, threads: int = 1,
-                     model_dir: Path = MODEL_DIR, lr: float = 3e-4) -> dict:
+                     model_dir: Path = MODEL_DIR, lr: float = 3e-4, init_from: Path | None = None,
+                     plateau_patience: int = 3) -> dict:
     """Stage 3: all convolution layers trainable (BatchNorm frozen), on-the-fly augmentation,
-    starting from the stage-1/2 weights; the model's input size becomes `size`."""
+    starting from the stage-1/2 weights; the model's input size becomes `size`.
+
+    init_from: a saved brand classifier (.keras, same labels) to start from when this size has no
+    checkpoint yet, e.g. the shipped model, so stages 1-2 need not be rerun."""
     configure_tf(threads)
     import keras
 
@@ -673,6 +684,7 @@ def train_end_to_end(shared: Path, size: int = 96, epochs: int = 100, steps_per_
     n = len(labels)
     weights = str(shared / MOBILENET_WEIGHTS)
     ckpt_dir = WORK_DIR / "mobilenet"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
     e2e_best = ckpt_dir / f"e2e{size}_best.weights.h5"
     full, top, _lower, base, _tp, _head = build_mobilenet(n, weights, size)
     # the network is fully convolutional: a checkpoint trained at another input size is a better
@@ -682,6 +694,13 @@ def train_end_to_end(shared: Path, size: int = 96, epochs: int = 100, steps_per_
     if e2e_best.is_file():
         full.load_weights(e2e_best)
         log.info("resuming end-to-end stage from %s", e2e_best.name)
+    elif init_from is not None:
+        _load_saved_classifier(full, Path(init_from), labels)
+        log.info("end-to-end stage at %d px starts from %s", size, init_from)
+        # the saved model's own history leads the curves of the model trained from it
+        before = Path(init_from).parent / "training_history.json"
+        if before.is_file():
+            (ckpt_dir / "history_before.json").write_text(before.read_text())
     elif other_sizes:
         full.load_weights(other_sizes[0])
         log.info("end-to-end stage at %d px starts from %s", size, other_sizes[0].name)
@@ -720,7 +739,7 @@ def train_end_to_end(shared: Path, size: int = 96, epochs: int = 100, steps_per_
     cbs = [keras.callbacks.ModelCheckpoint(str(e2e_best), monitor="val_loss", save_best_only=True,
                                            save_weights_only=True, initial_value_threshold=float(start[0])),
            keras.callbacks.EarlyStopping(monitor="val_loss", patience=10),
-           keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3),
+           keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=plateau_patience),
            keras.callbacks.CSVLogger(str(ckpt_dir / f"e2e{size}_log.csv"), append=True),
            TimeBudget.make(budget_s)]
     t0 = time.time()
@@ -729,6 +748,20 @@ def train_end_to_end(shared: Path, size: int = 96, epochs: int = 100, steps_per_
     hist["seconds"] = time.time() - t0
     (ckpt_dir / f"e2e{size}_done.json").write_text(json.dumps(hist))
     return finalize(shared, size=size, threads=threads, model_dir=model_dir, seed=seed)
+
+
+def _load_saved_classifier(full, path: Path, labels: list[str]) -> None:
+    """Copy the weights of a saved brand classifier into `full` (any input size: the network is
+    fully convolutional). Its labels (metadata.json beside it) must be ours, in the same order."""
+    import keras
+
+    if not path.is_file():
+        raise UserError(f"--init-from: no such model file: {path}")
+    meta = path.parent / "metadata.json"
+    if meta.is_file() and json.loads(meta.read_text()).get("labels") != labels:
+        raise UserError(f"--init-from: {path} was trained on other classes than {len(labels)} in dataset.json")
+    saved = keras.saving.load_model(str(path), compile=False)
+    full.set_weights(saved.get_weights())
 
 
 def finalize(shared: Path, size: int = 96, threads: int = 1, model_dir: Path = MODEL_DIR, seed: int = 1337) -> dict:
@@ -745,6 +778,11 @@ def finalize(shared: Path, size: int = 96, threads: int = 1, model_dir: Path = M
         raise UserError(f"no end-to-end checkpoint at {size} px: {best} (train first, or pass the right --e2e-size)")
     full.load_weights(best)
     history: dict[str, list] = {}
+    before = ckpt_dir / "history_before.json"  # stages of a model this one started from (--init-from)
+    if before.is_file():
+        for k, v in json.loads(before.read_text()).items():
+            if k in ("loss", "accuracy", "val_loss", "val_accuracy", "stage"):
+                history[k] = list(v)
     # every end-to-end run (e.g. 96 px, then 128 px from its weights) in the order they were trained
     e2e_logs = sorted(ckpt_dir.glob("e2e*_log.csv"), key=lambda p: p.stat().st_mtime)
     stages = [("head", ckpt_dir / "head_log.csv"), ("finetune", ckpt_dir / "finetune_log.csv")]

@@ -47,6 +47,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             threads=args.threads,
             fraction=args.fraction,
             time_hours=args.hours,
+            weights=Path(args.weights) if args.weights else None,
+            lr0=args.lr0,
         )
     if not args.resume:
         (run_dir / "command.txt").write_text(command + "\n")
@@ -69,10 +71,9 @@ def _ship(run_dir: Path, imgsz: int, full_imgsz: int = 640) -> int:
     export_dir = train.export_openvino(weights, imgsz)
     meta = {"imgsz": imgsz, "full_frame_imgsz": full_imgsz, "conf": 0.25, "iou": 0.6, "names": ["logo"]}
     METADATA_FILE.write_text(json.dumps(meta, indent=1) + "\n")
-    synth = WORK_DIR / "synth_unseen"
-    report = evaluate.evaluate(
-        export_dir, full_imgsz=full_imgsz, crop_imgsz=imgsz, folders=(synth,) if synth.is_dir() else ()
-    )
+    # unseen-brand sets, when built (synth.py): badge swaps of the test crops, video composites
+    folders = tuple(d for d in (WORK_DIR / "swap_test_unseen", WORK_DIR / "synth_unseen") if d.is_dir())
+    report = evaluate.evaluate(export_dir, full_imgsz=full_imgsz, crop_imgsz=imgsz, folders=folders)
     meta["conf"] = report["conf"]
     meta["conf_rule"] = report["conf_choice"]["rule"] + " on val vehicle crops (IoU 0.5)"
     meta["train_run"] = run_dir.name
@@ -187,6 +188,9 @@ def add_commands(subparsers) -> None:
     t.add_argument("--imgsz", type=int, default=320, help="training (and runtime crop) input size")
     t.add_argument("--hours", type=float, default=None, help="wall-clock budget (overrides --epochs; LR schedule fits it)")
     t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--weights", default=None, metavar="PT",
+                   help="starting checkpoint (default ../shared/models/yolo11n.pt), e.g. models/logo_detector/best.pt")
+    t.add_argument("--lr0", type=float, default=0.002, help="initial learning rate (AdamW, cosine)")
     t.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared 2-core machine)")
     t.add_argument("--fraction", type=float, default=1.0, help="fraction of the training crops (timing runs)")
     t.add_argument("--resume", action="store_true", help="continue the run's last.pt")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from stream_pipeline.training.logo_detector.common import METADATA_FILE, MODEL_DIR, SPLIT_MANIFEST
+from stream_pipeline.training.logo_detector.synth import UNSEEN_BRANDS
 
 
 def _row(name: str, view: str, r: dict, size: int) -> str:
@@ -38,6 +39,10 @@ def write_model_card(
             rows.append(_row(name, view, r, size))
     t = report.get("timing") or {}
     med = sorted(epoch_seconds)[len(epoch_seconds) // 2] if epoch_seconds else float("nan")
+    provenance = MODEL_DIR / "provenance.md"
+    training = provenance.read_text().strip() if provenance.is_file() else (
+        f"* `{command}`\n* {len(epoch_seconds)} epochs, median {med:.0f} s/epoch.\n"
+        f"* Resume a stopped run: `stream-pipeline train-logo-detector --name {run_dir.name} --resume`.")
     text = f"""# Logo (badge) detector
 
 One-class YOLO11n ("logo") that finds vehicle badges, brand-agnostic (the brand
@@ -65,20 +70,19 @@ classifier names the brand). Fine-tuned from `../shared/models/yolo11n.pt` (COCO
   carrying each labelled badge; crop = vehicle + jittered margin (fallback: a square of ~9
   badge widths), plus one random 128-400 px window per photo around a badge, plus background
   windows away from every vehicle as negatives (30 % of photos). Crop counts: {', '.join(f'{k} {v}' for k, v in counts.items())}.
+* `synthetic` (when present): **badge swaps** of the training photos (`synth.py --swap train
+  --brands training`): each labelled badge of a training vehicle crop is painted out
+  (inpainting) and replaced by a catalogue logo fitted to its box (random brand among the
+  catalogue minus the held-out ones below; chrome-grey half of the time, perspective jitter,
+  lighting matched, blur, noise, JPEG), so badge shapes the labelled sets lack (Fiat-like,
+  Peugeot-like, text badges) are seen in real badge positions.
 * Caveat: the street photos label one badge per photo; other cars' badges are often visible
   and unlabelled, so they act as label noise in training and count as false positives on full
   photos (full-photo precision is a lower bound).
 
 ## Training
 
-* `{command}`
-* imgsz 320, batch 16, AdamW lr0 0.002 cosine, mosaic off, scale 0.35, fliplr 0.5, HSV jitter,
-  single class, 1 torch thread, no data-loader workers, wall-clock budget mode (ultralytics
-  `time=`: the epoch count is re-estimated so the LR schedule ends on time).
-* {len(epoch_seconds)} epochs, median {med:.0f} s/epoch on 1 thread of a *shared, overloaded* 2-core
-  machine (other training ran alongside; load average 4-8). Uncontended, a 10 % timing run
-  measured ~2.1 s per batch of 16 (~290 s/epoch for {counts.get('train', '?')} crops).
-* Resume a stopped run: `stream-pipeline train-logo-detector --name {run_dir.name} --resume`.
+{training}
 
 ## Held-out results (IoU 0.5)
 
@@ -86,11 +90,15 @@ Operating threshold conf = **{report['conf']}** ({meta.get('conf_rule', '')}).
 Views: `full` = the whole photo in one pass at imgsz {report['full_imgsz']}; `crops` = the
 deterministic vehicle crops (vehicle box + 5 % margin; the pipeline's use) at imgsz
 {report['crop_imgsz']}; `photo_auto` = `detect-logos`' default on whole photos (COCO vehicle crops at
-{report['crop_imgsz']} + whole-photo passes at {report['crop_imgsz']} and {report['full_imgsz']}, merged); `synth_unseen` = 200 synthetic
-vehicle crops with catalogue logos of 12 brands absent from all labelled data (fiat, jaguar,
-opel, alfa-romeo, peugeot, skoda, tesla, seat, dacia, land-rover, lancia, saab) composited onto
-vehicles cut from `../shared/videos` (`synth.py`; some of those vehicles show their own,
-unlabelled badge, so its precision is a lower bound; recall is the number to read).
+{report['crop_imgsz']} + whole-photo passes at {report['crop_imgsz']} and {report['full_imgsz']}, merged).
+Brands the detector never saw (catalogue logos of {len(UNSEEN_BRANDS)} brands absent from all labelled data and from the
+synthetic training logos: {', '.join(UNSEEN_BRANDS)}):
+`swap_test_unseen` = the held-out **test** vehicle crops with each labelled badge painted out
+and replaced by one of those logos fitted to its box (`synth.py --swap test`: same photos,
+positions and sizes as `test crops`, other badges); `synth_unseen` = 200 of those logos pasted
+near the centre line of vehicles cut from `../shared/videos` (less realistic: some are side or
+top views, and some of those vehicles show their own, unlabelled badge, so its precision is a
+lower bound).
 
 | split | view | imgsz | images | boxes | precision | recall | TP/FP/FN | mAP50 | max recall with P >= 0.85 (threshold tuned on this set) |
 |---|---|---|---|---|---|---|---|---|---|
@@ -114,7 +122,9 @@ Inference time per image ({t.get('cpu_count', '?')} CPU cores, OpenVINO (FP16 we
 ```
 {command}
 stream-pipeline train-logo-detector --name {run_dir.name} --ship-only   # install best.pt, export, choose conf, evaluate
-stream-pipeline evaluate-logo-detector --folder work/logo_detector/synth_unseen
+python -m stream_pipeline.training.logo_detector.synth work/logo_detector/swap_test_unseen --swap test
+python -m stream_pipeline.training.logo_detector.synth work/logo_detector/synth_unseen
+stream-pipeline evaluate-logo-detector --folder work/logo_detector/swap_test_unseen --folder work/logo_detector/synth_unseen
 stream-pipeline detect-logos IMAGE... --json
 ```
 

@@ -8,7 +8,13 @@ matched to the spot it lands on, blur, noise and JPEG re-compression.
 
     python -m stream_pipeline.training.logo_detector.synth OUT_DIR --brands fiat,jaguar --n 200 --seed 1
 
-writes OUT_DIR/images/*.jpg and OUT_DIR/labels/*.txt (YOLO, class 0), usable as an
+Badge swap (more realistic): the labelled badges of a split's vehicle crops are painted out and
+replaced by catalogue logos fitted to their boxes, so the logo sits where a real badge sits:
+
+    python -m stream_pipeline.training.logo_detector.synth OUT_DIR --swap train --brands training
+    python -m stream_pipeline.training.logo_detector.synth OUT_DIR --swap test   # held-out brands
+
+Either writes OUT_DIR/images/*.jpg and OUT_DIR/labels/*.txt (YOLO, class 0), usable as an
 evaluation set (evaluate.evaluate_folder) or as `train-logo-detector --synthetic OUT_DIR`.
 """
 
@@ -83,17 +89,19 @@ def _load_logo(slug: str) -> np.ndarray:
     return rgba[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
 
 
-def composite(vehicle: np.ndarray, logo_rgba: np.ndarray, rng: random.Random):
-    """Paste one logo onto a vehicle crop; returns (image, xyxy box) or None."""
+def paste_logo(image: np.ndarray, logo_rgba: np.ndarray, target: tuple[float, float, float, float],
+               rng: random.Random):
+    """Paste a catalogue logo (BGRA) into `image` fitted to the target box (xyxy), with a
+    chrome-like grey version half of the time, a small perspective warp, lighting pulled towards
+    the spot it lands on, and blur. Returns (image, xyxy box of the pasted logo) or None."""
     import cv2
 
-    H, W = vehicle.shape[:2]
-    lw = rng.uniform(0.08, 0.16) * W
-    lh = lw * logo_rgba.shape[0] / logo_rgba.shape[1]
-    if lh > 0.3 * H:
-        lh = 0.3 * H
-        lw = lh * logo_rgba.shape[1] / logo_rgba.shape[0]
-    if lw < 6 or lh < 6:
+    H, W = image.shape[:2]
+    tx1, ty1, tx2, ty2 = target
+    # fit inside the target box, keeping the logo's aspect ratio
+    scale = min((tx2 - tx1) / logo_rgba.shape[1], (ty2 - ty1) / logo_rgba.shape[0]) * rng.uniform(0.85, 1.1)
+    lw, lh = logo_rgba.shape[1] * scale, logo_rgba.shape[0] * scale
+    if lw < 4 or lh < 4:
         return None
     logo = cv2.resize(logo_rgba, (max(2, int(lw)), max(2, int(lh))), interpolation=cv2.INTER_AREA).astype(np.float32)
     bgr, alpha = logo[:, :, :3], logo[:, :, 3] / 255.0
@@ -113,11 +121,9 @@ def composite(vehicle: np.ndarray, logo_rgba: np.ndarray, rng: random.Random):
     alpha = cv2.warpPerspective(alpha, M, (ow, oh), flags=cv2.INTER_LINEAR)
     if ow >= W or oh >= H:
         return None
-    cx = W / 2 + rng.uniform(-0.06, 0.06) * W
-    cy = rng.uniform(0.35, 0.72) * H
-    x1 = int(np.clip(cx - ow / 2, 0, W - ow))
-    y1 = int(np.clip(cy - oh / 2, 0, H - oh))
-    region = vehicle[y1 : y1 + oh, x1 : x1 + ow].astype(np.float32)
+    x1 = int(np.clip((tx1 + tx2) / 2 - ow / 2, 0, W - ow))
+    y1 = int(np.clip((ty1 + ty2) / 2 - oh / 2, 0, H - oh))
+    region = image[y1 : y1 + oh, x1 : x1 + ow].astype(np.float32)
     # Lighting: pull the logo's brightness towards the spot it lands on.
     local = region.mean()
     logo_mean = (bgr * alpha[:, :, None]).sum() / max(alpha.sum() * 3, 1e-6)
@@ -126,17 +132,118 @@ def composite(vehicle: np.ndarray, logo_rgba: np.ndarray, rng: random.Random):
     if sigma > 0.3:
         bgr = cv2.GaussianBlur(bgr, (0, 0), sigma)
         alpha = cv2.GaussianBlur(alpha, (0, 0), sigma)
-    out = vehicle.astype(np.float32).copy()
+    out = image.astype(np.float32).copy()
     out[y1 : y1 + oh, x1 : x1 + ow] = region * (1 - alpha[:, :, None]) + bgr * alpha[:, :, None]
-    out += np.random.default_rng(rng.randrange(1 << 30)).normal(0, rng.uniform(1, 5), out.shape)
-    out = np.clip(out, 0, 255).astype(np.uint8)
-    ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, rng.randint(55, 92)])
-    out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     ys, xs = np.nonzero(alpha > 0.3)
     if len(xs) == 0:
         return None
     box = [x1 + xs.min(), y1 + ys.min(), x1 + xs.max() + 1, y1 + ys.max() + 1]
     return out, [float(v) for v in box]
+
+
+def _finish(image: np.ndarray, rng: random.Random) -> np.ndarray:
+    """Sensor noise and JPEG re-compression over the whole composite."""
+    import cv2
+
+    out = image.astype(np.float32) + np.random.default_rng(rng.randrange(1 << 30)).normal(
+        0, rng.uniform(1, 5), image.shape)
+    ok, buf = cv2.imencode(".jpg", np.clip(out, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, rng.randint(55, 92)])
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+
+
+def composite(vehicle: np.ndarray, logo_rgba: np.ndarray, rng: random.Random):
+    """Paste one logo near the centre line of a vehicle crop; returns (image, xyxy box) or None."""
+    H, W = vehicle.shape[:2]
+    lw = rng.uniform(0.08, 0.16) * W
+    lh = min(lw * logo_rgba.shape[0] / logo_rgba.shape[1], 0.3 * H)
+    lw = lh * logo_rgba.shape[1] / logo_rgba.shape[0]
+    cx, cy = W / 2 + rng.uniform(-0.06, 0.06) * W, rng.uniform(0.35, 0.72) * H
+    res = paste_logo(vehicle, logo_rgba, (cx - lw / 2, cy - lh / 2, cx + lw / 2, cy + lh / 2), rng)
+    if res is None:
+        return None
+    return _finish(res[0], rng), res[1]
+
+
+def swap_badges(image: np.ndarray, badges: list[list[float]], logos: list[np.ndarray], rng: random.Random):
+    """Replace each labelled badge (xyxy) of a photo with a catalogue logo: the badge is painted
+    out (inpainting from its surroundings) and a logo fitted to its box is pasted in its place, so
+    position, size, viewing angle and surroundings are those of a real badge. Returns the image
+    and the pasted boxes (a badge that could not be replaced stays painted out, unlabelled)."""
+    import cv2
+
+    H, W = image.shape[:2]
+    mask = np.zeros((H, W), np.uint8)
+    for x1, y1, x2, y2 in badges:
+        pad = max(2, int(0.1 * max(x2 - x1, y2 - y1)))
+        mask[max(0, int(y1) - pad):int(y2) + pad + 1, max(0, int(x1) - pad):int(x2) + pad + 1] = 255
+    out = cv2.inpaint(image, mask, 3, cv2.INPAINT_TELEA)
+    boxes = []
+    for badge, logo in zip(badges, logos):
+        res = paste_logo(out, logo, tuple(badge), rng)
+        if res is not None:
+            out, box = res[0].astype(np.uint8), res[1]
+            boxes.append(box)
+    return _finish(out, rng), boxes
+
+
+def build_swapped(out_dir: Path, split_name: str, brands: list[str], seed: int = 0) -> Path:
+    """One badge-swapped vehicle crop per labelled vehicle of a split (the crops evaluation and
+    training use): `train` with training brands, `val`/`test` with held-out brands for the
+    unseen-brand measurement. Writes YOLO images/labels and a manifest."""
+    import cv2
+
+    from stream_pipeline.training.logo_detector.dataset import (
+        crop_labels,
+        detect_vehicles,
+        samples_by_split,
+        vehicle_crops,
+    )
+
+    samples = samples_by_split()[split_name]
+    vehicles = detect_vehicles(samples)
+    rng = random.Random(seed)
+    logos = {}
+    for b in brands:
+        try:
+            logos[b] = _load_logo(b)
+        except ValueError as exc:  # a few catalogue files have no transparency: skip them
+            log.info("skipped %s: %s", b, exc)
+    brands = sorted(logos)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    (out_dir / "labels").mkdir(parents=True, exist_ok=True)
+    manifest = []
+    for s in samples:
+        image = cv2.imread(str(s.image))
+        # training crops get jittered margins, evaluation crops are the deterministic ones
+        crops = vehicle_crops(s, vehicles[s.key], rng if split_name == "train" else None)
+        for k, crop in enumerate(crops):
+            badges = crop_labels(s, crop)
+            if not badges:
+                continue
+            x1, y1, x2, y2 = crop
+            chosen = [rng.choice(brands) for _ in badges]
+            patch, boxes = swap_badges(image[y1:y2, x1:x2].copy(), badges, [logos[b] for b in chosen], rng)
+            if not boxes:
+                continue
+            h, w = patch.shape[:2]
+            name = f"{s.key.replace('/', '__').rsplit('.', 1)[0]}_s{k}"
+            cv2.imwrite(str(out_dir / "images" / f"{name}.jpg"), patch, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            (out_dir / "labels" / f"{name}.txt").write_text("".join(
+                f"0 {(a + c) / 2 / w:.6f} {(b + d) / 2 / h:.6f} {(c - a) / w:.6f} {(d - b) / h:.6f}\n"
+                for a, b, c, d in boxes))
+            manifest.append({"image": f"{name}.jpg", "brands": chosen, "photo": s.key})
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=0))
+    log.info("badge-swapped %s crops: %d in %s", split_name, len(manifest), out_dir)
+    return out_dir
+
+
+def training_brands() -> list[str]:
+    """Catalogue slugs used for synthetic training logos: every catalogue brand except the
+    held-out UNSEEN_BRANDS (kept for measuring how the detector does on brands it never saw)."""
+    data = json.loads((shared_dir() / "data" / "logo-catalogue" / "data.json").read_text())
+    slugs = sorted({d["slug"] for d in data} if isinstance(data, list) else set(data))
+    return [s for s in slugs if s not in UNSEEN_BRANDS
+            and (shared_dir() / "data" / "logo-catalogue" / f"{s}.png").is_file()]
 
 
 def build(out_dir: Path, brands: list[str], n: int, seed: int = 0) -> Path:
@@ -172,12 +279,23 @@ def build(out_dir: Path, brands: list[str], n: int, seed: int = 0) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path)
-    p.add_argument("--brands", default=",".join(UNSEEN_BRANDS))
-    p.add_argument("--n", type=int, default=200)
+    p.add_argument("--brands", default=None,
+                   help="catalogue slugs, comma-separated, or 'training' for every brand not held out "
+                        "(default: the held-out UNSEEN_BRANDS)")
+    p.add_argument("--n", type=int, default=200, help="composites onto video vehicles (without --swap)")
+    p.add_argument("--swap", choices=["train", "val", "test"], default=None,
+                   help="instead: replace the labelled badges of this split's vehicle crops with catalogue logos")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    build(a.out, [b.strip() for b in a.brands.split(",") if b.strip()], a.n, a.seed)
+    if a.brands == "training":
+        brands = training_brands()
+    else:
+        brands = [b.strip() for b in (a.brands or ",".join(UNSEEN_BRANDS)).split(",") if b.strip()]
+    if a.swap:
+        build_swapped(a.out, a.swap, brands, a.seed)
+    else:
+        build(a.out, brands, a.n, a.seed)
     print(a.out)
     return 0
 

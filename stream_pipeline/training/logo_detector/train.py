@@ -57,11 +57,15 @@ def train(
     fraction: float = 1.0,
     patience: int = 100,
     time_hours: float | None = None,
+    weights: Path | None = None,
+    lr0: float = 0.002,
 ) -> Path:
     """Train (or resume) and return the run folder.
 
     time_hours: wall-clock budget; ultralytics then re-estimates the epoch count after
     each epoch so the learning-rate schedule ends on time (overrides `epochs`).
+    weights: starting checkpoint (default: COCO yolo11n.pt), e.g. the shipped detector, to
+    continue training a model whose run folder is gone.
     """
     setup_offline_ultralytics(threads)
     from ultralytics import YOLO
@@ -77,7 +81,9 @@ def train(
     else:
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        model = YOLO(str(base_weights()))
+        if weights is not None and not Path(weights).is_file():
+            raise UserError(f"starting checkpoint not found: {weights}")
+        model = YOLO(str(weights or base_weights()))
         model.train(
             data=str(data_yaml),
             epochs=epochs,
@@ -96,7 +102,7 @@ def train(
             patience=patience,
             **({"time": time_hours} if time_hours else {}),
             optimizer="AdamW",
-            lr0=0.002,
+            lr0=lr0,
             cos_lr=True,
             warmup_epochs=1.0,
             seed=0,
