@@ -96,3 +96,16 @@ def test_badge_swap_replaces_the_badge_in_place():
     far[max(0, by1 - pad):by2 + pad, max(0, bx1 - pad):bx2 + pad] = False
     outside = np.abs(out.astype(int) - image)[far].mean()
     assert inside > 3 * outside and outside < 8
+
+
+def test_threshold_prefers_precision_when_it_keeps_half_the_badges():
+    m = Matches()
+    gts = np.array([[i * 20, 0, i * 20 + 10, 10] for i in range(4)], float)
+    # three hits, then a false positive, then the fourth hit: P >= 0.85 holds down to recall 0.75
+    preds = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [500, 0, 510, 10], [60, 0, 70, 10]], float)
+    m.add(preds, np.array([0.9, 0.8, 0.7, 0.6, 0.5]), gts)
+    best = m.best_threshold(0.85, 0.9)
+    assert best["conf"] == pytest.approx(0.7) and best["recall"] == 0.75 and best["precision"] == 1.0
+    assert "precision >= 0.85" in best["rule"]
+    # the max-F1 threshold (0.5: recall 1.0, precision 0.8) is what it falls back to below half
+    assert m.best_threshold(0.85, 0.9, min_recall=0.8)["conf"] == pytest.approx(0.5)

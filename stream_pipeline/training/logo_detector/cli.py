@@ -103,6 +103,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         choose_on="val" if "val" in splits else splits[0],
         folders=tuple(Path(f) for f in args.folder),
         timing_images=args.timing_images,
+        painted_out=args.painted_out,
     )
     print(evaluate.format_report(report))
     if args.out:
@@ -214,6 +215,8 @@ def add_commands(subparsers) -> None:
                    help="also evaluate a YOLO images/ + labels/ folder (e.g. synthetic unseen brands), as crops")
     e.add_argument("--timing-images", type=int, default=60, help="test photos used for the timing (0: none)")
     e.add_argument("--out", help="write the JSON report here")
+    e.add_argument("--painted-out", action="store_true",
+                   help="also count detections where the test badges are painted out (badge-swap artefact check)")
     e.add_argument("--write-metadata", action="store_true", help="store the chosen threshold in metadata.json")
     e.set_defaults(func=_cmd_evaluate)
 

@@ -39,6 +39,9 @@ def write_model_card(
             rows.append(_row(name, view, r, size))
     t = report.get("timing") or {}
     med = sorted(epoch_seconds)[len(epoch_seconds) // 2] if epoch_seconds else float("nan")
+    findings = MODEL_DIR / "findings.md"  # what the evaluation means, written by whoever shipped it
+    if not notes and findings.is_file():
+        notes = findings.read_text().strip()
     provenance = MODEL_DIR / "provenance.md"
     training = provenance.read_text().strip() if provenance.is_file() else (
         f"* `{command}`\n* {len(epoch_seconds)} epochs, median {med:.0f} s/epoch.\n"
@@ -107,8 +110,8 @@ lower bound).
 Targets: recall >= 0.90 at precision >= 0.85 (held-out split).
 
 Inference time per image ({t.get('cpu_count', '?')} CPU cores, OpenVINO (FP16 weights, FP32 compute), OV threads:
-{t.get('ov_threads', '?')}; measured while other training ran on the machine, 1-min load average
-{t.get('load_average_1min', '?')}, so wall times are inflated; CPU ms = process CPU time / images):
+{t.get('ov_threads', '?')}; 1-min load average {t.get('load_average_1min', '?')} at the time (above ~2, other work
+shared the cores and wall times are inflated); CPU ms = process CPU time / images):
 
 | input | imgsz | wall ms (median) | CPU ms (mean) |
 |---|---|---|---|
