@@ -55,3 +55,20 @@ class FrameSource(abc.ABC):
     def frames_dropped(self) -> int:
         """Frames read from the device but skipped because a newer one arrived."""
         return 0
+
+
+class CaptureSource(FrameSource):
+    """A source backed by one `cv2.VideoCapture` (files, streams, webcams)."""
+
+    def __init__(self, fps: float) -> None:
+        self._capture = None  # cv2.VideoCapture while open
+        self._fps = fps
+
+    def _release_capture(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+    @property
+    def fps(self) -> float:
+        return self._fps

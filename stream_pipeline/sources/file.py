@@ -10,7 +10,7 @@ import cv2
 
 from stream_pipeline.core.errors import SourceError
 from stream_pipeline.core.types import Frame
-from stream_pipeline.sources.base import FrameSource
+from stream_pipeline.sources.base import CaptureSource
 
 log = logging.getLogger(__name__)
 
@@ -18,14 +18,13 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ts"
 DEFAULT_FPS = 25.0
 
 
-class VideoFileSource(FrameSource):
+class VideoFileSource(CaptureSource):
     is_live = False
 
     def __init__(self, path: str | Path) -> None:
+        super().__init__(DEFAULT_FPS)
         self.path = Path(path)
         self.name = str(self.path)
-        self._capture: cv2.VideoCapture | None = None
-        self._fps = DEFAULT_FPS
         self._count: int | None = None
         self.frames_read = 0
         # Set when decoding stopped before the container's announced frame count.
@@ -47,13 +46,7 @@ class VideoFileSource(FrameSource):
         self._capture = capture
 
     def close(self) -> None:
-        if self._capture is not None:
-            self._capture.release()
-            self._capture = None
-
-    @property
-    def fps(self) -> float:
-        return self._fps
+        self._release_capture()
 
     @property
     def total_frames(self) -> int | None:

@@ -20,7 +20,7 @@ import numpy as np
 from stream_pipeline.core.config import SourceConfig
 from stream_pipeline.core.errors import SourceError
 from stream_pipeline.core.types import Frame
-from stream_pipeline.sources.base import FrameSource, redact
+from stream_pipeline.sources.base import CaptureSource, redact
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +34,15 @@ def parse_webcam(source: str) -> int | str | None:
     return None
 
 
-class LiveSource(FrameSource):
+class LiveSource(CaptureSource):
     is_live = True
 
     def __init__(self, source: str, config: SourceConfig | None = None) -> None:
+        super().__init__(25.0)
         self.url = source
         self.config = config or SourceConfig()
         self.name = redact(source)
         self._webcam = parse_webcam(source)
-        self._capture: cv2.VideoCapture | None = None
-        self._fps = 25.0
         self._cond = threading.Condition()
         self._latest: Frame | None = None
         self._delivered_index = -1
@@ -85,13 +84,7 @@ class LiveSource(FrameSource):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.config.read_timeout_s + 5)
-        if self._capture is not None:
-            self._capture.release()
-            self._capture = None
-
-    @property
-    def fps(self) -> float:
-        return self._fps
+        self._release_capture()
 
     @property
     def frames_dropped(self) -> int:
@@ -134,9 +127,7 @@ class LiveSource(FrameSource):
                 )
                 return
             log.warning("no frame from %s; reconnecting (%d/%d)", self.name, failures, self.config.max_reconnects)
-            if self._capture is not None:
-                self._capture.release()
-                self._capture = None
+            self._release_capture()
             if self._stop.wait(self.config.reconnect_delay_s):
                 return
             try:
