@@ -9,7 +9,7 @@ import pytest
 
 from stream_pipeline.core.paths import shared_dir
 from stream_pipeline.training.logo_detector.common import SPLIT_MANIFEST, Box, Sample
-from stream_pipeline.training.logo_detector.evaluate import Matches
+from stream_pipeline.training.logo_detector.evaluate import LOOSE_IOU_THRESHOLD, Matches
 
 
 def test_matches_perfect_and_missing():
@@ -28,6 +28,17 @@ def test_matches_duplicate_is_false_positive_and_threshold_choice():
     best = m.best_threshold(0.85, 0.9)
     assert best["conf"] == pytest.approx(0.9) and best["recall"] == 1.0 and best["precision"] == 1.0
     assert m.recall_at_precision(0.85)["recall"] == 1.0
+
+
+def test_loose_matching_counts_a_found_badge_with_a_looser_box():
+    # a label with a margin around a 20-px emblem: the detection has IoU 0.4 with it
+    gt = np.array([[0, 0, 20, 20]], float)
+    pred = np.array([[6, 6, 19, 19]], float)  # 169 / 400 = 0.42
+    strict, loose = Matches(), Matches(iou_threshold=LOOSE_IOU_THRESHOLD)
+    for m in (strict, loose):
+        m.add(pred, np.array([0.8]), gt)
+    assert strict.tp == [False] and strict.at(0.5)["recall"] == 0.0
+    assert loose.tp == [True] and loose.at(0.5)["recall"] == 1.0
 
 
 def test_threshold_falls_back_to_max_f1_when_target_unreachable():

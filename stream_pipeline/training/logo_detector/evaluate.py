@@ -1,9 +1,10 @@
 """Held-out evaluation of the badge detector at IoU 0.5.
 
-Two views of each split:
+Views of each split:
 * full photos (the 480x480 street photos and the Flickr photos) at `full_imgsz`;
 * vehicle-sized crops (the vehicle carrying each labelled badge, cut with the COCO
-  vehicle detector, 5 % margin; see dataset.vehicle_crops) at the runtime `imgsz`.
+  vehicle detector, 5 % margin; see dataset.vehicle_crops) at the runtime `imgsz`;
+* the same crops matched at IoU 0.3 (`crops_iou0.3`): was the badge found at all.
 
 Note: the street photos label one badge per photo, while other cars in view often show
 an unlabelled badge, so full-photo precision is a lower bound. The crop view is closer
@@ -25,6 +26,10 @@ from stream_pipeline.training.logo_detector.common import Sample, box_iou
 log = logging.getLogger(__name__)
 
 IOU_THRESHOLD = 0.5
+# Most badges are ~20 px and their labels follow no single convention (inner emblem or the whole
+# chrome surround, tight or with a margin), so many found badges miss IoU 0.5. The pipeline crops
+# the badge with a margin for the classifier, so "found" (IoU >= 0.3) is what it depends on.
+LOOSE_IOU_THRESHOLD = 0.3
 TARGET_PRECISION = 0.85
 TARGET_RECALL = 0.90
 # Below this recall at the target precision, the threshold falls back to max F1.
@@ -33,8 +38,9 @@ MIN_RECALL_AT_PRECISION = 0.5
 
 @dataclass
 class Matches:
-    """Detections over a set of images, each marked true/false positive at IoU 0.5."""
+    """Detections over a set of images, each marked true/false positive at `iou_threshold`."""
 
+    iou_threshold: float = IOU_THRESHOLD
     scores: list[float] = field(default_factory=list)
     tp: list[bool] = field(default_factory=list)
     n_gt: int = 0
@@ -52,7 +58,7 @@ class Matches:
             if len(gt_xyxy):
                 cand = np.where(~used, ious[row], -1.0)
                 j = int(np.argmax(cand))
-                if cand[j] >= IOU_THRESHOLD:
+                if cand[j] >= self.iou_threshold:
                     used[j] = True
                     hit = True
             self.scores.append(float(pred_scores[i]))
@@ -152,7 +158,7 @@ def evaluate_samples(
     from stream_pipeline.training.logo_detector.dataset import crop_labels, vehicle_crops
     from stream_pipeline.training.logo_detector.photo import detect_in_photo
 
-    full, crops, photo = Matches(), Matches(), Matches()
+    full, crops, photo, loose = Matches(), Matches(), Matches(), Matches(iou_threshold=LOOSE_IOU_THRESHOLD)
     for s in samples:
         image = _read(s.image)
         gt = np.array([b.xyxy() for b in s.boxes], dtype=np.float32).reshape(-1, 4)
@@ -173,7 +179,9 @@ def evaluate_samples(
             [d] = detector.detect([patch], conf=0.001, imgsz=crop_imgsz)
             crops.seconds += time.perf_counter() - t0
             crops.add(d.xyxy, d.confidence, cgt)
-    out = {"full": full, "crops": crops}
+            loose.add(d.xyxy, d.confidence, cgt)
+    loose.seconds = crops.seconds
+    out = {"full": full, "crops": crops, f"crops_iou{LOOSE_IOU_THRESHOLD}": loose}
     if finder is not None:
         out["photo_auto"] = photo  # detect-logos' default: vehicle crops + whole pass, merged
     return out
@@ -339,7 +347,7 @@ def format_report(report: dict) -> str:
     for name, views in report["results"].items():
         for view, r in views.items():
             a = r["at_conf"]
-            size = report["crop_imgsz"] if view == "crops" else report["full_imgsz"]
+            size = report["crop_imgsz"] if view.startswith("crops") else report["full_imgsz"]
             lines.append(
                 f"{name:12s} {view:10s} imgsz {size:4d}  images {r['images']:4d} boxes {r['boxes']:4d}  "
                 f"P {a['precision']:.3f} R {a['recall']:.3f} (tp {a['tp']} fp {a['fp']} fn {a['fn']})  "

@@ -35,7 +35,7 @@ def write_model_card(
     rows = []
     for name, views in report["results"].items():
         for view, r in views.items():
-            size = report["crop_imgsz"] if view == "crops" else report["full_imgsz"]
+            size = report["crop_imgsz"] if view.startswith("crops") else report["full_imgsz"]
             rows.append(_row(name, view, r, size))
     t = report.get("timing") or {}
     med = sorted(epoch_seconds)[len(epoch_seconds) // 2] if epoch_seconds else float("nan")
@@ -93,7 +93,10 @@ Operating threshold conf = **{report['conf']}** ({meta.get('conf_rule', '')}).
 Views: `full` = the whole photo in one pass at imgsz {report['full_imgsz']}; `crops` = the
 deterministic vehicle crops (vehicle box + 5 % margin; the pipeline's use) at imgsz
 {report['crop_imgsz']}; `photo_auto` = `detect-logos`' default on whole photos (COCO vehicle crops at
-{report['crop_imgsz']} + whole-photo passes at {report['crop_imgsz']} and {report['full_imgsz']}, merged).
+{report['crop_imgsz']} + whole-photo passes at {report['crop_imgsz']} and {report['full_imgsz']}, merged);
+`crops_iou0.3` = the `crops` detections matched at IoU 0.3 instead of 0.5: whether the badge was found
+at all (the labels of ~20 px badges disagree on where a badge ends; the pipeline crops the badge
+with a margin for the classifier).
 Brands the detector never saw (catalogue logos of {len(UNSEEN_BRANDS)} brands absent from all labelled data and from the
 synthetic training logos: {', '.join(UNSEEN_BRANDS)}):
 `swap_test_unseen` = the held-out **test** vehicle crops with each labelled badge painted out
