@@ -120,3 +120,13 @@ def test_threshold_prefers_precision_when_it_keeps_half_the_badges():
     assert "precision >= 0.85" in best["rule"]
     # the max-F1 threshold (0.5: recall 1.0, precision 0.8) is what it falls back to below half
     assert m.best_threshold(0.85, 0.9, min_recall=0.8)["conf"] == pytest.approx(0.5)
+
+
+def test_ship_only_uses_the_runs_own_input_size(tmp_path):
+    from stream_pipeline.training.logo_detector.cli import _run_imgsz
+
+    run = tmp_path / "logo416"
+    run.mkdir()
+    assert _run_imgsz(run) is None  # no run yet: the caller falls back to the default size
+    (run / "args.yaml").write_text("task: detect\nimgsz: 416\nbatch: 16\n")
+    assert _run_imgsz(run) == 416

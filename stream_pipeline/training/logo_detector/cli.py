@@ -23,6 +23,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from stream_pipeline.training.logo_detector import dataset, train
 
     run_dir = train.RUNS_DIR / args.name
+    if args.imgsz is None:  # ship at the size the run trained at
+        args.imgsz = _run_imgsz(run_dir) or train.TRAIN_IMGSZ
     if args.ship_only:
         return _ship(run_dir, args.imgsz)
     if args.resume:
@@ -59,6 +61,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return _ship(run_dir, args.imgsz)
     print(f"trained: {run_dir / 'weights' / 'best.pt'} (not installed; see --install)")
     return 0
+
+
+def _run_imgsz(run_dir: Path) -> int | None:
+    """The input size a run trained at (ultralytics' args.yaml), if the run exists."""
+    import yaml
+
+    args_file = run_dir / "args.yaml"
+    if not args_file.is_file():
+        return None
+    return int((yaml.safe_load(args_file.read_text()) or {}).get("imgsz") or 0) or None
 
 
 def _ship(run_dir: Path, imgsz: int, full_imgsz: int = 640) -> int:
@@ -186,7 +198,8 @@ def add_commands(subparsers) -> None:
     )
     t.add_argument("--name", default="logo320", help="run name under work/logo_detector/runs/")
     t.add_argument("--epochs", type=int, default=17)
-    t.add_argument("--imgsz", type=int, default=320, help="training (and runtime crop) input size")
+    t.add_argument("--imgsz", type=int, default=None,
+                   help="training (and runtime crop) input size (default 320; with --ship-only or --resume: the run's)")
     t.add_argument("--hours", type=float, default=None, help="wall-clock budget (overrides --epochs; LR schedule fits it)")
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--weights", default=None, metavar="PT",
