@@ -92,3 +92,54 @@ def test_init_from_copies_a_saved_classifier_and_refuses_other_labels(tmp_path: 
         _load_saved_classifier(fresh, tmp_path / "brand_classifier.keras", ["audi", "kia", "other"])
     with pytest.raises(UserError, match="no such model file"):
         _load_saved_classifier(fresh, tmp_path / "missing.keras", labels)
+
+
+_ORPHAN_SCRIPT = """
+import sys, time
+from pathlib import Path
+from stream_pipeline.training.classifier.train import BackgroundBatches
+if __name__ == "__main__":
+    batches = BackgroundBatches(Path(sys.argv[1]), Path(sys.argv[2]), 64, 1, batch=8, prefetch=2)
+    batches.__enter__()  # worker started and sent its class weights
+    print(batches.process.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an exited orphan may wait for a PID 1 that never reaps it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_augmentation_worker_exits_when_training_is_killed(tmp_path: Path, shared: Path):
+    """A SIGTERM skips multiprocessing's clean-up of daemon children; the worker must notice."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from stream_pipeline.core.paths import PROJECT_ROOT
+
+    script = tmp_path / "train_stub.py"
+    script.write_text(_ORPHAN_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script), str(shared), str(PROJECT_ROOT / "models" / "brand_classifier")],
+                              stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+    try:
+        worker = int(parent.stdout.readline())
+        os.kill(worker, 0)  # alive while training runs
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if not _running(worker):
+                return
+            time.sleep(0.5)
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError("augmentation worker outlived the killed training process")
+    finally:
+        parent.kill()

@@ -587,16 +587,35 @@ class TrainSampler:
 def _sampler_worker(queue, shared: Path, model_dir: Path, size: int, seed: int, batch: int) -> None:
     """Runs in its own process: augmentation (Python + OpenCV) then overlaps the TensorFlow step
     instead of taking turns with it under the GIL. Sends the class weights, then batches forever."""
+    import multiprocessing as mp
+    import queue as queue_module
+
     import cv2
 
     cv2.setNumThreads(1)
     records, info = load_dataset_info(model_dir)
     sampler = TrainSampler(shared, records, info, list(info["classes"]) + [OTHER_CLASS], size, seed)
-    queue.put(sampler.class_weight)
+    parent = mp.parent_process()
+
+    def put(item) -> bool:
+        # a daemon worker is only reaped when its parent exits cleanly; a parent killed by a
+        # signal would leave it blocked on a full queue forever, so it checks on the parent
+        while True:
+            try:
+                queue.put(item, timeout=5)
+                return True
+            except queue_module.Full:
+                if parent is not None and not parent.is_alive():
+                    queue.cancel_join_thread()  # nobody reads the pipe: don't flush it at exit
+                    return False
+
+    if not put(sampler.class_weight):
+        return
     views = sampler()
     while True:
         xs, ys = zip(*((v, y) for v, y, _w in (next(views) for _ in range(batch))))
-        queue.put((np.stack(xs).astype(np.uint8), np.asarray(ys, np.int32)))
+        if not put((np.stack(xs).astype(np.uint8), np.asarray(ys, np.int32))):
+            return
 
 
 class BackgroundBatches:
