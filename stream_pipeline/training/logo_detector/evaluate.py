@@ -214,10 +214,8 @@ def painted_out_check(detector, samples: list[Sample], vehicles: dict, imgsz: in
     untouched crops, for scale."""
     import random
 
-    import cv2
-
     from stream_pipeline.training.logo_detector.dataset import crop_labels, vehicle_crops
-    from stream_pipeline.training.logo_detector.synth import _finish
+    from stream_pipeline.training.logo_detector.synth import _finish, paint_out
 
     rng = random.Random(seed)
     n = real = painted = 0
@@ -228,11 +226,7 @@ def painted_out_check(detector, samples: list[Sample], vehicles: dict, imgsz: in
             if not badges:
                 continue
             patch = np.ascontiguousarray(image[y1:y2, x1:x2])
-            mask = np.zeros(patch.shape[:2], np.uint8)
-            for a, b, c, d in badges:
-                pad = max(2, int(0.1 * max(c - a, d - b)))
-                mask[max(0, int(b) - pad):int(d) + pad + 1, max(0, int(a) - pad):int(c) + pad + 1] = 255
-            blank = _finish(cv2.inpaint(patch, mask, 3, cv2.INPAINT_TELEA), rng)
+            blank = _finish(paint_out(patch, badges), rng)
             gt = np.array(badges, dtype=np.float32)
             for img, is_real in ((patch, True), (blank, False)):
                 [d] = detector.detect([img], conf=conf, imgsz=imgsz)
@@ -286,11 +280,13 @@ def evaluate(
 
         finder = VehicleFinder()
     results: dict[str, dict[str, Matches]] = {}
+    # painted-out check and timing use the test photos too
+    needed = set(splits) | ({"test"} if painted_out or timing_images else set())
+    vehicles = {name: detect_vehicles(split[name]) for name in needed}
     for name in splits:
-        vehicles = detect_vehicles(split[name])
         log.info("evaluating %s on %d %s photos", detector.model_path.name, len(split[name]), name)
         results[name] = evaluate_samples(
-            detector, split[name], vehicles, full_imgsz, crop_imgsz, finder if name == "test" else None
+            detector, split[name], vehicles[name], full_imgsz, crop_imgsz, finder if name == "test" else None
         )
     chosen = None
     if conf is None:
@@ -303,17 +299,16 @@ def evaluate(
         extra[Path(folder).name] = evaluate_folder(detector, Path(folder), crop_imgsz)
     painted = None
     if painted_out and "test" in split:
-        painted = painted_out_check(detector, split["test"], detect_vehicles(split["test"]), crop_imgsz, conf)
+        painted = painted_out_check(detector, split["test"], vehicles["test"], crop_imgsz, conf)
     timing = {}
     if timing_images:
         from stream_pipeline.training.logo_detector.dataset import vehicle_crops
 
         samples = split["test"][:timing_images]
         fulls = [_read(s.image) for s in samples]
-        vehicles = detect_vehicles(samples)
         crops = []
         for s, image in zip(samples, fulls):
-            for x1, y1, x2, y2 in vehicle_crops(s, vehicles[s.key]):
+            for x1, y1, x2, y2 in vehicle_crops(s, vehicles["test"][s.key]):
                 crops.append(np.ascontiguousarray(image[y1:y2, x1:x2]))
         import os
 
@@ -342,12 +337,17 @@ def evaluate(
     return report
 
 
+def view_imgsz(report: dict, view: str) -> int:
+    """The input size a report view ran at: vehicle-crop views at the crop size, the rest at full size."""
+    return report["crop_imgsz"] if view.startswith("crops") else report["full_imgsz"]
+
+
 def format_report(report: dict) -> str:
     lines = [f"model {report['model']}  conf {report['conf']}  IoU {report['iou_threshold']}"]
     for name, views in report["results"].items():
         for view, r in views.items():
             a = r["at_conf"]
-            size = report["crop_imgsz"] if view.startswith("crops") else report["full_imgsz"]
+            size = view_imgsz(report, view)
             lines.append(
                 f"{name:12s} {view:10s} imgsz {size:4d}  images {r['images']:4d} boxes {r['boxes']:4d}  "
                 f"P {a['precision']:.3f} R {a['recall']:.3f} (tp {a['tp']} fp {a['fp']} fn {a['fn']})  "

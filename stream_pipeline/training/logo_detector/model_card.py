@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from stream_pipeline.training.logo_detector.common import METADATA_FILE, MODEL_DIR, SPLIT_MANIFEST
+from stream_pipeline.training.logo_detector.evaluate import view_imgsz
 from stream_pipeline.training.logo_detector.synth import UNSEEN_BRANDS
 
 
@@ -35,8 +36,7 @@ def write_model_card(
     rows = []
     for name, views in report["results"].items():
         for view, r in views.items():
-            size = report["crop_imgsz"] if view.startswith("crops") else report["full_imgsz"]
-            rows.append(_row(name, view, r, size))
+            rows.append(_row(name, view, r, view_imgsz(report, view)))
     t = report.get("timing") or {}
     med = sorted(epoch_seconds)[len(epoch_seconds) // 2] if epoch_seconds else float("nan")
     findings = MODEL_DIR / "findings.md"  # what the evaluation means, written by whoever shipped it

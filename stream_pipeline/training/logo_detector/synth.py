@@ -164,11 +164,8 @@ def composite(vehicle: np.ndarray, logo_rgba: np.ndarray, rng: random.Random):
     return _finish(res[0], rng), res[1]
 
 
-def swap_badges(image: np.ndarray, badges: list[list[float]], logos: list[np.ndarray], rng: random.Random):
-    """Replace each labelled badge (xyxy) of a photo with a catalogue logo: the badge is painted
-    out (inpainting from its surroundings) and a logo fitted to its box is pasted in its place, so
-    position, size, viewing angle and surroundings are those of a real badge. Returns the image
-    and the pasted boxes (a badge that could not be replaced stays painted out, unlabelled)."""
+def paint_out(image: np.ndarray, badges: list[list[float]]) -> np.ndarray:
+    """The photo with each badge box (xyxy, plus a 10 % margin) inpainted from its surroundings."""
     import cv2
 
     H, W = image.shape[:2]
@@ -176,7 +173,15 @@ def swap_badges(image: np.ndarray, badges: list[list[float]], logos: list[np.nda
     for x1, y1, x2, y2 in badges:
         pad = max(2, int(0.1 * max(x2 - x1, y2 - y1)))
         mask[max(0, int(y1) - pad):int(y2) + pad + 1, max(0, int(x1) - pad):int(x2) + pad + 1] = 255
-    out = cv2.inpaint(image, mask, 3, cv2.INPAINT_TELEA)
+    return cv2.inpaint(image, mask, 3, cv2.INPAINT_TELEA)
+
+
+def swap_badges(image: np.ndarray, badges: list[list[float]], logos: list[np.ndarray], rng: random.Random):
+    """Replace each labelled badge (xyxy) of a photo with a catalogue logo: the badge is painted
+    out (inpainting from its surroundings) and a logo fitted to its box is pasted in its place, so
+    position, size, viewing angle and surroundings are those of a real badge. Returns the image
+    and the pasted boxes (a badge that could not be replaced stays painted out, unlabelled)."""
+    out = paint_out(image, badges)
     boxes = []
     for badge, logo in zip(badges, logos):
         res = paste_logo(out, logo, tuple(badge), rng)
