@@ -67,8 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     from stream_pipeline.training.classifier.cli import add_commands as add_classifier_commands
     from stream_pipeline.training.logo_detector.cli import add_commands as add_logo_commands
 
+    from stream_pipeline.brands.gallery_cli import add_commands as add_gallery_commands
+
     add_classifier_commands(sub)
     add_logo_commands(sub)
+    add_gallery_commands(sub)
     return parser
 
 

@@ -142,7 +142,10 @@ def test_classify_json_cli(tmp_path: Path, test_records):
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.strip().splitlines()]
     assert [d["path"] for d in lines] == paths
-    labels = json.loads((DEFAULT_MODEL_DIR / "metadata.json").read_text())["labels"]
+    from stream_pipeline.brands.gallery import Gallery
+
+    # the brand comes from the shipped gallery: trained brands plus the enrolled ones
+    labels = Gallery.load(DEFAULT_MODEL_DIR / "gallery.npz").brand_names
     for d in lines:
         assert set(d) == {"path", "brand", "confidence", "top"}
         assert d["brand"] == UNKNOWN_BRAND or d["brand"] in labels
@@ -150,6 +153,11 @@ def test_classify_json_cli(tmp_path: Path, test_records):
         assert len(d["top"]) == 3
         for slug, p in d["top"]:
             assert slug in labels and slug != "other" and 0.0 <= p <= 1.0
+    no_gallery = subprocess.run([sys.executable, "-m", "stream_pipeline", "classify", *paths, "--json", "--no-gallery"],
+                                capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600)
+    softmax_labels = json.loads((DEFAULT_MODEL_DIR / "metadata.json").read_text())["labels"]
+    for line in no_gallery.stdout.strip().splitlines():
+        assert all(slug in softmax_labels for slug, _ in json.loads(line)["top"])
     bad = subprocess.run([sys.executable, "-m", "stream_pipeline", "classify", str(tmp_path / "none.jpg"), "--json"],
                          capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
     assert bad.returncode != 0 and "cannot read" in bad.stderr

@@ -57,3 +57,34 @@ def test_flush_returns_open_confirmed_tracks():
     flushed = tracker.flush()
     assert len(flushed) == 1 and flushed[0].last_frame == 4
     assert tracker.tracks == {}
+
+
+def test_two_tracks_on_one_vehicle_give_one_record():
+    """A parked car boxed twice (e.g. as car and as truck) starts two ByteTrack tracks: after
+    `duplicate_frames` frames of heavy overlap the younger is merged into the older."""
+    tracker = VehicleTracker(TrackerConfig(min_hits=3, duplicate_iou=0.7, duplicate_frames=5), frame_rate=30)
+    both = Detections(np.array([[100, 100, 300, 260], [106, 104, 306, 262]]), [0.9, 0.85], [2, 7])
+    seen_ids, ended = set(), []
+    for i in range(40):
+        tracked, gone = tracker.update(both, _frame(i))
+        seen_ids |= set(tracked.tracker_id.tolist())
+        ended += gone
+        if i == 4:
+            assert len(tracked) == 2  # confirmed, not yet judged duplicates
+        if i >= 10:
+            assert len(tracked) == 1  # merged: one box per frame from then on
+    assert len(seen_ids) == 2
+    for i in range(40, 120):
+        ended += tracker.update(Detections.empty(), _frame(i))[1]
+    ended += tracker.flush()
+    assert len(ended) == 1, [t.track_id for t in ended]
+    assert ended[0].hits == 40 and ended[0].first_frame == 0 and ended[0].last_frame == 39
+    assert tracker.confirmed_count == 1
+
+
+def test_neighbours_that_only_touch_are_not_merged():
+    tracker = VehicleTracker(TrackerConfig(min_hits=3), frame_rate=30)
+    pair = Detections(np.array([[100, 100, 300, 260], [250, 100, 450, 260]]), [0.9, 0.9], [2, 2])
+    for i in range(30):
+        tracked, _ = tracker.update(pair, _frame(i))
+    assert len(tracked) == 2 and len(tracker.flush()) == 2

@@ -83,3 +83,45 @@ def test_many_weak_readings_are_not_a_decision():
         votes.add(_p("audi", 0.2))
     assert votes.tally().brand == "audi"
     assert votes.decision().brand == UNKNOWN_BRAND
+
+
+def test_sharp_confident_readings_outweigh_blurred_ones():
+    votes = BrandVotes(min_votes=3, min_agreement=0.6, min_confidence=0.0)
+    votes.add(_p("toyota", 0.5), badge_px=10)  # far away: weight 0.5 x 0.25
+    votes.add(_p("toyota", 0.5), badge_px=11)
+    votes.add(_p("bmw", 0.9), badge_px=40)  # close and confident: weight 0.9 x 1
+    decision = votes.decision()
+    assert decision.brand == "bmw", decision  # 2 of 3 readings say toyota, but weakly
+    assert decision.agreement == pytest.approx(0.9 / (0.9 + 0.5 * 10 / 32 + 0.5 * 11 / 32), abs=1e-3)
+
+
+def test_readings_that_keep_disagreeing_are_settled_by_the_sharpest():
+    votes = BrandVotes(min_votes=3, min_agreement=0.6, min_confidence=0.6)
+    # A Jaguar seen from behind: far-away readings split between look-alikes...
+    for brand in ["mazda", "mazda", "mazda", "jaguar"] * 3:
+        votes.add(_p(brand, 0.7), badge_px=14)
+    assert votes.decision().brand == UNKNOWN_BRAND
+    # ...then it comes close and the sharp readings agree, still short of 60 % of all weight
+    for _ in range(3):
+        votes.add(_p("jaguar", 0.8), badge_px=36)
+    assert votes.tally().brand == "jaguar" and votes.tally().agreement < 0.6
+    decision = votes.decision()
+    assert decision.brand == "jaguar" and decision.settled_by_sharpest
+    assert decision.votes == 15  # the record still counts every named reading
+
+
+def test_disagreeing_sharp_readings_stay_unknown():
+    votes = BrandVotes(min_votes=3, min_agreement=0.6)
+    for brand in ["nissan", "mini"] * 6:
+        votes.add(_p(brand, 0.8), badge_px=40)
+    assert votes.decision().brand == UNKNOWN_BRAND
+
+
+def test_merged_duplicate_track_votes_count_once_for_the_vehicle():
+    a, b = BrandVotes(min_votes=3), BrandVotes(min_votes=3)
+    a.add(_p("honda"), badge_px=30)
+    a.add(_p("honda"), badge_px=30)
+    b.add(_p("honda"), badge_px=30)
+    assert a.decision().brand == UNKNOWN_BRAND
+    a.merge(b)
+    assert a.decision().brand == "honda" and a.readings == 3

@@ -83,8 +83,22 @@ def decide(probs: np.ndarray, labels: Sequence[str], threshold: float, top_k: in
     return out
 
 
+def _add_embedding_output(model) -> None:
+    """Expose the pooled features that feed the softmax layer (the badge embedding the gallery
+    compares) as a second output. Found by structure, so IRs exported before the gallery work too:
+    the network's only MatMul is the dense head, and its input is the pooled vector."""
+    matmuls = [op for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"]
+    if len(matmuls) != 1:
+        raise ModelError(f"brand classifier: expected one dense head, found {len(matmuls)} MatMul ops")
+    model.add_outputs([matmuls[0].input_value(0)])
+
+
 class BrandClassifier:
-    """Batched OpenVINO brand classifier for badge crops."""
+    """Batched OpenVINO brand classifier for badge crops: softmax and embedding in one pass.
+
+    With a gallery (`gallery.Gallery`), the brand is decided by verification against it (see
+    gallery.py); the softmax still gives `top` candidates for diagnosis. Without one, by the
+    calibrated softmax rejection rule (`decide`)."""
 
     def __init__(self, model_dir: Path, metadata: dict, compiled, threshold: float, batch_size: int):
         self.model_dir = model_dir
@@ -97,6 +111,23 @@ class BrandClassifier:
         self.other_threshold = float(metadata.get("other_threshold", 1.0))
         self.batch_size = batch_size
         self._lock = threading.Lock()
+        self.gallery = None
+
+    def use_gallery(self, gallery) -> None:
+        """Decide brands by `gallery` from now on; it must have been embedded by this model."""
+        digest = self.digest
+        if gallery.model_digest != digest:
+            raise ModelError(f"brand gallery was built with another classifier (model {gallery.model_digest}, "
+                             f"this one {digest}): rebuild it with `stream-pipeline build-gallery` or enrol again")
+        self.gallery = gallery
+
+    @property
+    def digest(self) -> str:
+        from stream_pipeline.brands.gallery import model_digest
+
+        if not hasattr(self, "_digest"):
+            self._digest = model_digest((self.model_dir / IR_NAME).with_suffix(".bin"))
+        return self._digest
 
     @classmethod
     def load(cls, model_dir: Path | None = None, threshold: float | None = None,
@@ -124,6 +155,7 @@ class BrandClassifier:
             model = core.read_model(str(xml))
             size = int(metadata["input_size"])
             model.reshape([-1, size, size, 3])
+            _add_embedding_output(model)
             compiled = core.compile_model(model, "CPU", config)
         except (RuntimeError, ValueError, OSError) as exc:  # OpenVINO reports load failures as RuntimeError
             raise ModelError(f"cannot load brand classifier {xml}: {exc}") from exc
@@ -138,18 +170,33 @@ class BrandClassifier:
 
     def predict_proba(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Softmax over all model outputs (including `other`), shape (N, len(metadata labels))."""
+        return self.infer(crops)[0]
+
+    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """L2-normalised badge embeddings (N, D): the pooled features under the softmax layer."""
+        from stream_pipeline.brands.gallery import normalise
+
+        return normalise(self.infer(crops)[1])
+
+    def infer(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(softmax (N, labels), raw pooled features (N, D)) in one pass."""
         if len(crops) == 0:
-            return np.zeros((0, len(self._labels)), np.float32)
+            dim = self._compiled.outputs[1].get_partial_shape()[1].get_length()
+            return np.zeros((0, len(self._labels)), np.float32), np.zeros((0, dim), np.float32)
         batch = preprocess_crops(crops, self.input_size)
-        outs = []
+        probs, feats = [], []
         with self._lock:
             for start in range(0, len(batch), self.batch_size):
                 result = self._compiled(batch[start:start + self.batch_size])
-                outs.append(np.asarray(result[0], np.float32))
-        return np.concatenate(outs, axis=0)
+                probs.append(np.asarray(result[self._compiled.outputs[0]], np.float32))
+                feats.append(np.asarray(result[self._compiled.outputs[1]], np.float32))
+        return np.concatenate(probs, axis=0), np.concatenate(feats, axis=0)
 
     def classify(self, crops: Sequence[np.ndarray]) -> list[BrandPrediction]:
         if len(crops) == 0:
             return []
-        return decide(self.predict_proba(crops), self._labels, self.threshold,
-                      other_threshold=self.other_threshold)
+        probs, feats = self.infer(crops)
+        softmax = decide(probs, self._labels, self.threshold, other_threshold=self.other_threshold)
+        if self.gallery is None:
+            return softmax
+        return self.gallery.match(feats)

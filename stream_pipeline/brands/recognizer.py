@@ -52,6 +52,13 @@ class TrackBrand:
     last_badge_xyxy: np.ndarray | None = None
     last_badge_frame: int = -1
 
+    def absorb(self, other: "TrackBrand") -> None:
+        """Take the readings of a duplicate track of the same vehicle."""
+        self.votes.merge(other.votes)
+        mine, theirs = self.best_badge, other.best_badge
+        if theirs is not None and (mine is None or theirs.prediction.confidence > mine.prediction.confidence):
+            self.best_badge = theirs
+
 
 @dataclass(frozen=True)
 class BrandChange:
@@ -86,6 +93,13 @@ class BrandRecognizer:
 
         self.logo_detector = LogoDetector.load(logo_path, conf=config.logo_confidence)
         self.classifier = BrandClassifier.load(classifier_path, threshold=config.classifier_threshold)
+        if config.gallery:
+            from stream_pipeline.brands.gallery import Gallery
+
+            gallery = Gallery.load(resolve_model_path(config.gallery))
+            if config.gallery_threshold is not None:
+                gallery.threshold = config.gallery_threshold
+            self.classifier.use_gallery(gallery)
         # Cut badges exactly as the classifier's training crops were cut.
         self.badge_margin = float(self.classifier.metadata.get("crop_margin", BADGE_MARGIN))
         self._tick = 0
@@ -166,7 +180,7 @@ class BrandRecognizer:
             badge_tracks, badge_boxes, badges, self.classifier.classify(badges)
         ):
             state = track.brand
-            state.votes.add(prediction)
+            state.votes.add(prediction, badge_px=float(box[2] - box[0]))
             state.last_badge_xyxy, state.last_badge_frame = box, frame.index
             reading = BadgeReading(track.track_id, frame.index, box, logo_conf, prediction, badge.copy())
             if prediction.brand != UNKNOWN_BRAND and (

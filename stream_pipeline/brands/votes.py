@@ -1,8 +1,12 @@
 """Per-track brand voting (after Frigate's per-object classification history).
 
-Every badge reading of a track is a vote. A brand is decided once there are at least
-`min_votes` readings that name a brand and one brand holds at least `min_agreement`
-of them. "unknown" readings (unreadable or foreign badge) are kept for the record but
+Every badge reading of a track is a vote, weighted by how much it can be trusted: the
+classifier's confidence times the badge's sharpness (its width in pixels, saturating at
+`SHARP_BADGE_PX`: a 12-px badge is mostly guesswork, a 40-px one is read reliably). A brand is
+decided once at least `min_votes` readings name a brand and one brand holds at least
+`min_agreement` of their weight. A track whose readings keep disagreeing (at least
+`2 * min_votes` named readings without a decision) is settled by its sharpest readings alone,
+when those agree. "unknown" readings (unreadable or foreign badge) are kept for the record but
 do not count against a brand: they mean "could not read", not "another brand".
 """
 
@@ -13,6 +17,31 @@ from dataclasses import dataclass
 
 from stream_pipeline.core.types import UNKNOWN_BRAND, BrandPrediction
 
+SHARP_BADGE_PX = 32.0  # badge width from which a reading counts fully
+MIN_SIZE_WEIGHT = 0.25  # weight factor of the smallest badges
+SETTLE_AGREEMENT = 0.8  # the sharpest readings settle a disputed track only when they agree this well
+
+
+def size_weight(badge_px: float | None) -> float:
+    """0.25-1: how much a reading of a badge this wide (pixels) counts; unknown size counts fully."""
+    if badge_px is None:
+        return 1.0
+    return float(min(1.0, max(MIN_SIZE_WEIGHT, badge_px / SHARP_BADGE_PX)))
+
+
+@dataclass(frozen=True)
+class Vote:
+    prediction: BrandPrediction
+    badge_px: float | None = None
+
+    @property
+    def weight(self) -> float:
+        return max(1e-6, self.prediction.confidence) * size_weight(self.badge_px)
+
+    @property
+    def sharpness(self) -> float:
+        return self.badge_px if self.badge_px is not None else SHARP_BADGE_PX
+
 
 @dataclass(frozen=True)
 class BrandDecision:
@@ -20,7 +49,8 @@ class BrandDecision:
     confidence: float  # agreement share x mean confidence of the agreeing votes, 0-1
     votes: int  # readings that named a brand
     total_readings: int  # all readings, "unknown" included
-    agreement: float  # share of brand-naming votes that agree
+    agreement: float  # weight share of the brand-naming votes that agree
+    settled_by_sharpest: bool = False  # decided from the sharpest readings after disagreement
 
 
 UNDECIDED = BrandDecision(UNKNOWN_BRAND, 0.0, 0, 0, 0.0)
@@ -37,37 +67,57 @@ class BrandVotes:
         self.min_votes = min_votes
         self.min_agreement = min_agreement
         self.min_confidence = min_confidence
-        self._votes: deque[BrandPrediction] = deque(maxlen=max_votes)
+        self._votes: deque[Vote] = deque(maxlen=max_votes)
         self.readings = 0  # all readings ever, beyond the bounded window
 
-    def add(self, prediction: BrandPrediction) -> None:
-        self._votes.append(prediction)
+    def add(self, prediction: BrandPrediction, badge_px: float | None = None) -> None:
+        self._votes.append(Vote(prediction, badge_px))
         self.readings += 1
+
+    def merge(self, other: "BrandVotes") -> None:
+        """Take another track's readings (a duplicate track of the same vehicle)."""
+        for vote in other._votes:
+            self._votes.append(vote)
+        self.readings += other.readings
 
     def __len__(self) -> int:
         return len(self._votes)
 
+    def _tally(self, named: list[Vote], total: int) -> BrandDecision:
+        if not named:
+            return BrandDecision(UNKNOWN_BRAND, 0.0, 0, total, 0.0)
+        weight: Counter = Counter()
+        for vote in named:
+            weight[vote.prediction.brand] += vote.weight
+        brand = max(weight, key=lambda b: (weight[b], sum(v.prediction.brand == b for v in named)))
+        agreeing = [v.prediction.confidence for v in named if v.prediction.brand == brand]
+        agreement = weight[brand] / sum(weight.values())
+        confidence = agreement * sum(agreeing) / len(agreeing)
+        return BrandDecision(brand, round(min(1.0, confidence), 4), len(named), total, round(agreement, 4))
+
     def tally(self) -> BrandDecision:
         """The current best brand and its support, whether or not it is decided."""
-        named = [vote for vote in self._votes if vote.brand != UNKNOWN_BRAND]
-        if not named:
-            return BrandDecision(UNKNOWN_BRAND, 0.0, 0, len(self._votes), 0.0)
-        counts = Counter(vote.brand for vote in named)
-        # Ties go to the brand with the higher summed confidence.
-        brand = max(counts, key=lambda b: (counts[b], sum(v.confidence for v in named if v.brand == b)))
-        agreeing = [vote.confidence for vote in named if vote.brand == brand]
-        agreement = len(agreeing) / len(named)
-        confidence = agreement * sum(agreeing) / len(agreeing)
-        return BrandDecision(brand, round(min(1.0, confidence), 4), len(named), len(self._votes), round(agreement, 4))
+        return self._tally([v for v in self._votes if v.prediction.brand != UNKNOWN_BRAND], len(self._votes))
+
+    def _decided(self, tally: BrandDecision) -> bool:
+        return (tally.brand != UNKNOWN_BRAND and tally.votes >= self.min_votes
+                and tally.agreement >= self.min_agreement and tally.confidence >= self.min_confidence)
 
     def decision(self) -> BrandDecision:
         """The decided brand, or UNKNOWN with the vote counts when not (yet) decided."""
-        tally = self.tally()
-        if (
-            tally.brand != UNKNOWN_BRAND
-            and tally.votes >= self.min_votes
-            and tally.agreement >= self.min_agreement
-            and tally.confidence >= self.min_confidence
-        ):
+        named = [v for v in self._votes if v.prediction.brand != UNKNOWN_BRAND]
+        tally = self._tally(named, len(self._votes))
+        if self._decided(tally):
             return tally
+        if len(named) >= 2 * self.min_votes:
+            # Readings that keep disagreeing: the sharpest quarter (at least min_votes; ties in
+            # sharpness all join, so equally blurred readings never pick a side) decides when it
+            # agrees clearly. Blurred far-away readings of look-alike badges are what split votes.
+            k = max(self.min_votes, len(named) // 4)
+            cut = sorted(v.sharpness for v in named)[-k]
+            sharpest = [v for v in named if v.sharpness >= cut]
+            settled = self._tally(sharpest, len(self._votes))
+            if self._decided(settled) and settled.agreement >= max(self.min_agreement, SETTLE_AGREEMENT):
+                return BrandDecision(settled.brand, settled.confidence, tally.votes, tally.total_readings,
+                                     settled.agreement, settled_by_sharpest=True)
         return BrandDecision(UNKNOWN_BRAND, 0.0, tally.votes, tally.total_readings, tally.agreement)

@@ -45,6 +45,8 @@ class DetectorConfig(_Section):
     )
     # Boxes smaller than this (pixels, shorter side) are ignored.
     min_box_px: int = Field(12, ge=0, le=1000)
+    # One NMS over all vehicle classes: a van boxed as both car and truck is one vehicle.
+    agnostic_nms: bool = True
 
     @field_validator("classes")
     @classmethod
@@ -59,6 +61,10 @@ class TrackerConfig(_Section):
     config: str = "configs/bytetrack.yaml"
     # A track counts as a vehicle only after this many frames with a matched detection.
     min_hits: int = Field(3, ge=1, le=1000)
+    # Two confirmed tracks whose boxes overlap at least `duplicate_iou` for `duplicate_frames`
+    # frames in a row are one vehicle: the younger is merged into the older (one record).
+    duplicate_iou: float = Field(0.7, gt=0.0, le=1.0)
+    duplicate_frames: int = Field(5, ge=1, le=10000)
 
 
 class BrandsConfig(_Section):
@@ -67,8 +73,15 @@ class BrandsConfig(_Section):
     classifier: str = "models/brand_classifier"
     # Logo detector confidence (null = the model's own calibrated default).
     logo_confidence: float | None = Field(None, ge=0.0, le=1.0)
-    # Classifier rejection threshold (null = the model's own calibrated default).
+    # Classifier rejection threshold (null = the model's own calibrated default); used only
+    # without a gallery.
     classifier_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    # Brand gallery: reference badge embeddings per brand; a badge is named by its nearest brand,
+    # or unknown below the gallery's calibrated similarity threshold. `stream-pipeline enroll`
+    # adds brands to it without retraining. null = the classifier's own softmax decides.
+    gallery: str | None = "models/brand_classifier/gallery.npz"
+    # Similarity threshold (null = the gallery's calibrated one).
+    gallery_threshold: float | None = Field(None, ge=0.0, le=1.0)
     # Attempt a track at most once every N frames (badge recognition is the costly stage).
     every_n_frames: int = Field(3, ge=1, le=1000)
     # Vehicle crops per frame sent to the logo detector, at most.

@@ -52,6 +52,7 @@ class VehicleDetector:
             conf=self.config.confidence,
             iou=self.config.iou,
             classes=self.class_ids,
+            agnostic_nms=self.config.agnostic_nms,
             verbose=False,
             device="cpu",
         )[0]

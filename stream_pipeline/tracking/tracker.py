@@ -111,12 +111,14 @@ class VehicleTracker:
         self._tracker.max_frames_lost = max(1, int(round(frame_rate / 30.0 * self.args.track_buffer)))
         self.tracks: dict[int, TrackState] = {}
         self.confirmed_count = 0
+        self._overlap_runs: dict[tuple[int, int], int] = {}  # (older id, younger id) -> frames overlapping
+        self._merged_into: dict[int, int] = {}  # ByteTrack id of a merged duplicate -> the track it joined
 
     def update(self, detections: Detections, frame: Frame) -> tuple[Detections, list[TrackState]]:
         """Track one frame. Returns the confirmed tracked detections and the tracks that ended."""
         boxes = _BoxesView(detections.xyxy, detections.confidence, detections.class_id.astype(np.float32))
         output = self._tracker.update(boxes, frame.image)
-        tracked = self._to_detections(output, detections)
+        tracked = self._redirect_merged(self._to_detections(output, detections))
         keep = np.zeros(len(tracked), dtype=bool)
         for row, (track_id, box, class_id, score) in enumerate(
             zip(tracked.tracker_id, tracked.xyxy, tracked.class_id, tracked.confidence)
@@ -134,8 +136,66 @@ class VehicleTracker:
                 state.confirmed = True
                 self.confirmed_count += 1
             keep[row] = state.confirmed
+        tracked = tracked[keep]
+        tracked = tracked[self._merge_duplicates(tracked)]
         ended = self._pop_ended()
-        return tracked[keep], ended
+        return tracked, ended
+
+    def _redirect_merged(self, tracked: Detections) -> Detections:
+        """Rows of tracks merged into another carry that track's id; dropped when it has its own row."""
+        if not self._merged_into or len(tracked) == 0:
+            return tracked
+        ids = np.array([self._merged_into.get(int(t), int(t)) for t in tracked.tracker_id], dtype=np.int64)
+        own = {int(t) for t in tracked.tracker_id}
+        keep = np.array([not (int(t) in self._merged_into and ids[i] in own) for i, t in enumerate(tracked.tracker_id)])
+        out = Detections(tracked.xyxy, tracked.confidence, tracked.class_id, ids)
+        return out[keep]
+
+    def _merge_duplicates(self, tracked: Detections) -> np.ndarray:
+        """Count frames in which two confirmed tracks cover the same vehicle; merge the younger
+        into the older after `duplicate_frames` in a row. Returns the rows to keep."""
+        keep = np.ones(len(tracked), dtype=bool)
+        if len(tracked) < 2:
+            self._overlap_runs.clear()
+            return keep
+        iou = _pairwise_iou(tracked.xyxy)
+        ids = tracked.tracker_id
+        runs = {}
+        for i, j in zip(*np.nonzero(np.triu(iou >= self.config.duplicate_iou, k=1))):
+            a, b = self.tracks[int(ids[i])], self.tracks[int(ids[j])]
+            older, younger = (a, b) if (a.first_frame, a.track_id) <= (b.first_frame, b.track_id) else (b, a)
+            pair = (older.track_id, younger.track_id)
+            runs[pair] = self._overlap_runs.get(pair, 0) + 1
+        self._overlap_runs = runs
+        for (older_id, younger_id), frames in sorted(runs.items()):
+            if frames < self.config.duplicate_frames:
+                continue
+            older, younger = self.tracks.get(older_id), self.tracks.get(younger_id)
+            if older is None or younger is None:
+                continue  # already merged this frame
+            self._absorb(older, younger)
+            keep &= ids != younger_id
+        return keep
+
+    def _absorb(self, older: TrackState, younger: TrackState) -> None:
+        log.debug("track %d is a duplicate of track %d: merged", younger.track_id, older.track_id)
+        # hits stay the older's: the two were matched in the same frames
+        older.first_frame, older.first_seen_s = min(older.first_frame, younger.first_frame), min(
+            older.first_seen_s, younger.first_seen_s)
+        older.class_votes.update(younger.class_votes)
+        if younger.best_view_area > older.best_view_area:
+            older.best_view, older.best_view_area = younger.best_view, younger.best_view_area
+        if younger.brand is not None:
+            if older.brand is None:
+                older.brand = younger.brand
+            else:
+                older.brand.absorb(younger.brand)
+        self.tracks.pop(younger.track_id, None)
+        self.confirmed_count -= 1
+        self._merged_into[younger.track_id] = older.track_id
+        for merged, target in list(self._merged_into.items()):
+            if target == younger.track_id:
+                self._merged_into[merged] = older.track_id
 
     def _to_detections(self, output: np.ndarray, detections: Detections) -> Detections:
         if len(output) == 0:
@@ -162,6 +222,8 @@ class VehicleTracker:
             removed_ids += [tid for tid, state in self.tracks.items() if state.last_tick < horizon]
         ended = []
         for track_id in removed_ids:
+            if self._merged_into.pop(int(track_id), None) is not None:
+                continue  # a merged duplicate: its vehicle lives on in the track it joined
             state = self.tracks.pop(int(track_id), None)
             if state is not None and state.confirmed:
                 ended.append(state)
@@ -171,4 +233,16 @@ class VehicleTracker:
         """End every open track (end of stream); returns the confirmed ones."""
         ended = [state for state in self.tracks.values() if state.confirmed]
         self.tracks.clear()
+        self._merged_into.clear()
+        self._overlap_runs.clear()
         return ended
+
+
+def _pairwise_iou(xyxy: np.ndarray) -> np.ndarray:
+    x1 = np.maximum(xyxy[:, None, 0], xyxy[None, :, 0])
+    y1 = np.maximum(xyxy[:, None, 1], xyxy[None, :, 1])
+    x2 = np.minimum(xyxy[:, None, 2], xyxy[None, :, 2])
+    y2 = np.minimum(xyxy[:, None, 3], xyxy[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
+    return inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-9)

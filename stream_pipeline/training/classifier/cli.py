@@ -107,11 +107,43 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _classify_gallery(args) -> Path | None:
+    """--gallery FILE; else the model folder's gallery when it has one; --no-gallery: softmax only."""
+    from stream_pipeline.brands.gallery import GALLERY_NAME
+
+    if args.no_gallery:
+        return None
+    if args.gallery:
+        if not Path(args.gallery).is_file():
+            raise UserError(f"brand gallery not found: {args.gallery}")
+        return Path(args.gallery)
+    default = _model_dir(args) / GALLERY_NAME
+    return default if default.is_file() else None
+
+
+def _cmd_build_gallery(args) -> int:
+    from stream_pipeline.training.classifier.gallery import build_and_evaluate, write_gallery
+
+    model_dir = _model_dir(args)
+    gallery, report = build_and_evaluate(_shared(args), model_dir, seed=args.seed, per_brand=args.per_brand,
+                                         threads=args.threads, top_k=args.top_k)
+    path = write_gallery(gallery, report, model_dir)
+    print(json.dumps({k: report[k] for k in ("references", "threshold", "calibration", "unknown_rejection_crossfit",
+                                             "enrolment", "softmax_test_top1")}, indent=1))
+    print(f"gallery: {path}")
+    return 0
+
+
 def _cmd_classify(args) -> int:
     from stream_pipeline.brands.classifier import BrandClassifier
     from stream_pipeline.training.classifier.dataset import read_image
 
     clf = BrandClassifier.load(_model_dir(args) if args.model_dir else None, threshold=args.threshold)
+    gallery_file = _classify_gallery(args)
+    if gallery_file is not None:
+        from stream_pipeline.brands.gallery import Gallery
+
+        clf.use_gallery(Gallery.load(gallery_file))
     images, paths, failed = [], [], 0
     for p in args.images:
         img = read_image(Path(p)) if Path(p).is_file() else None
@@ -162,7 +194,7 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=_cmd_import_brands)
 
     p = subparsers.add_parser("build-brand-dataset", help="build the de-duplicated 80/10/10 brand split manifest")
-    p.add_argument("--min-images", type=int, default=20, help="duplicate-free images a brand needs to be a class")
+    p.add_argument("--min-images", type=int, default=12, help="duplicate-free images a brand needs to be a class")
     p.add_argument("--seed", type=int, default=1337)
     common(p)
     p.set_defaults(func=_cmd_build_dataset)
@@ -201,9 +233,21 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser("classify", help="name the brand of badge crop images")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
-    p.add_argument("--threshold", type=float, default=None, help="rejection threshold (default: model's calibrated one)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="softmax rejection threshold, without a gallery (default: model's calibrated one)")
+    p.add_argument("--gallery", default=None, metavar="FILE",
+                   help="decide by this brand gallery (default: the model folder's gallery.npz)")
+    p.add_argument("--no-gallery", action="store_true", help="decide by the softmax alone")
     common(p)
     p.set_defaults(func=_cmd_classify)
+
+    p = subparsers.add_parser("build-gallery", help="build and calibrate the brand gallery of a trained classifier")
+    p.add_argument("--per-brand", type=int, default=40, help="reference crops per trained brand")
+    p.add_argument("--top-k", type=int, default=None, help="references averaged per brand score (default: chosen on val)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=1337)
+    common(p)
+    p.set_defaults(func=_cmd_build_gallery)
 
     p = subparsers.add_parser("benchmark-classifier", help="batched classification throughput (crops/s)")
     p.add_argument("--batch", type=int, default=32, help="crops per batch")

@@ -85,9 +85,12 @@ class NameMapper:
 
     def __call__(self, name: str) -> str | None:
         key = _normalise(name)
-        for candidate in (SLUG_ALIASES.get(key), key, self.by_name.get(key), key.replace("-", "")):
-            if candidate and candidate in self.slugs:
-                return candidate
+        # folder copies carry a numeric suffix (`honda 1`, `smart 2` in logos-closeup)
+        keys = [key] + ([re.sub(r"-\d+$", "", key)] if re.search(r"-\d+$", key) else [])
+        for k in keys:
+            for candidate in (SLUG_ALIASES.get(k), k, self.by_name.get(k), k.replace("-", "")):
+                if candidate and candidate in self.slugs:
+                    return candidate
         return None
 
 
@@ -237,10 +240,25 @@ def validate_brand_folder(root: Path, mapper: NameMapper | None = None, min_imag
 
 # ----------------------------------------------------------------------------- the project data set
 
+# Photo sets by domain: what a badge looks like on the road (street / dash-cam photos), close-up
+# photos of real badges on cars, and web photos (the original study's set: merchandise, decals,
+# studio shots). The road decides what a brand looks like: see TrainSampler's domain shares.
+STREET_SOURCES = ("logo-boxes", "logo-boxes-flickr", "street-badges")
+CLOSEUP_SOURCES = ("logos-closeup",)
+FOLDER_SOURCES = ("logos-seed", "logos-extra", "logos-closeup")
+BOX_SOURCES = STREET_SOURCES
+DOMAINS = ("street", "closeup", "web")
+
+# Real brands kept out of training entirely: their photos measure unknown-brand rejection and
+# enrolment into the gallery (issue 11). Close-up-only brands and street brands, so both kinds of
+# photo are tested; buick and koenigsegg (too few photos) are unseen as well.
+HELD_OUT_BRANDS = ("chrysler", "daewoo", "dacia", "lancia", "lincoln", "smart")
+
+
 @dataclass
 class Record:
     key: str  # unique id: "<path>" or "<path>#<box index>"
-    source: str  # logos-seed | logos-extra | logo-boxes | logo-boxes-flickr | background
+    source: str  # a FOLDER_SOURCES or BOX_SOURCES name, or background
     path: str  # relative to the shared folder
     brand: str  # catalogue slug ("other" for background patches)
     box: tuple[int, int, int, int] | None = None  # x1 y1 x2 y2 pixels in the image
@@ -249,7 +267,9 @@ class Record:
 
     @property
     def domain(self) -> str:
-        return "street" if self.source in ("logo-boxes", "logo-boxes-flickr") else "web"
+        if self.source in STREET_SOURCES or self.source == "background":
+            return "street"
+        return "closeup" if self.source in CLOSEUP_SOURCES else "web"
 
 
 def expand_box(box, width: int, height: int, margin: float) -> tuple[int, int, int, int]:
@@ -267,6 +287,17 @@ def load_record_image(shared: Path, rec: Record, margin: float = CROP_MARGIN) ->
         return img
     x1, y1, x2, y2 = expand_box(rec.box, img.shape[1], img.shape[0], margin)
     return img[y1:y2, x1:x2]
+
+
+def source_photos(shared: Path, name: str) -> dict[str, str]:
+    """Image file name -> the photo it was cut from, for sets of windows (street-badges'
+    `sources.csv`): windows of one photo are linked so they share a split."""
+    path = shared / "data" / name / "sources.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as fh:
+        return {row["window"]: f"{row['repository']}:{row['commit:path'].split(':', 1)[-1]}"
+                for row in csv.DictReader(fh)}
 
 
 def _box_records(shared: Path, name: str, mapper: NameMapper) -> tuple[list[Record], list[str]]:
@@ -304,18 +335,20 @@ def _box_records(shared: Path, name: str, mapper: NameMapper) -> tuple[list[Reco
     return records, problems
 
 
-def build_brand_dataset(shared: Path, min_images: int = 20, seed: int = 1337,
-                        n_background: int = 1500) -> tuple[list[Record], dict]:
+def build_brand_dataset(shared: Path, min_images: int = 12, seed: int = 1337,
+                        n_background: int = 1500,
+                        held_out: tuple[str, ...] = HELD_OUT_BRANDS) -> tuple[list[Record], dict]:
     """Collect every labelled image/crop in shared/data, group near-duplicates, split 80/10/10.
 
-    Brands with fewer than `min_images` duplicate-free groups are marked `unseen` (used to
-    measure unknown-brand rejection). Background (non-logo) patches from the street photos,
-    taken away from any badge box, are added with brand `other`.
+    Brands with fewer than `min_images` duplicate-free groups, and the `held_out` brands, are
+    marked `unseen` (never trained on: used to measure unknown-brand rejection and enrolment).
+    Background (non-logo) patches from the street photos, taken away from any badge box, are
+    added with brand `other`.
     """
     mapper = NameMapper.from_shared(shared)
     records: list[Record] = []
     problems: list[str] = []
-    for name in ("logos-seed", "logos-extra"):
+    for name in FOLDER_SOURCES:
         rep = validate_brand_folder(shared / "data" / name, mapper)
         problems += [f"{name}: unmapped folder {f}" for f in rep.unmapped_folders]
         problems += [f"{name}: unreadable {f}" for f in rep.unreadable]
@@ -323,21 +356,29 @@ def build_brand_dataset(shared: Path, min_images: int = 20, seed: int = 1337,
         for item in rep.images:
             records.append(Record(f"data/{name}/{item['path']}", name, f"data/{name}/{item['path']}",
                                   item["brand"]))
-    for name in ("logo-boxes", "logo-boxes-flickr"):
+    photo_of: dict[str, str] = {}  # shared-relative image path -> source photo
+    for name in BOX_SOURCES:
+        if not (shared / "data" / name).is_dir():
+            problems.append(f"{name}: not in {shared / 'data'} (skipped)")
+            continue
         recs, probs = _box_records(shared, name, mapper)
         records += recs
         problems += probs
+        for window, photo in source_photos(shared, name).items():
+            photo_of[f"data/{name}/images/{window}"] = photo
 
-    # Perceptual hashes of what the model sees (the crop), plus links between boxes of one photo.
+    # Perceptual hashes of what the model sees (the crop), plus links between boxes of one photo
+    # and between windows cut from one photo.
     hashes, links, first_of_image = [], [], {}
     for i, rec in enumerate(records):
         img = load_record_image(shared, rec)
         hashes.append(phash64(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)))
         if rec.box is not None:
-            if rec.path in first_of_image:
-                links.append((first_of_image[rec.path], i))
+            photo = photo_of.get(rec.path, rec.path)
+            if photo in first_of_image:
+                links.append((first_of_image[photo], i))
             else:
-                first_of_image[rec.path] = i
+                first_of_image[photo] = i
     group_ids = group_near_duplicates(hashes, PHASH_MAX_DISTANCE, links)
     for rec, g in zip(records, group_ids):
         rec.group = f"g{g}"
@@ -349,8 +390,8 @@ def build_brand_dataset(shared: Path, min_images: int = 20, seed: int = 1337,
     for g, members in groups.items():
         for brand in {m.brand for m in members}:
             group_count[brand] += 1
-    classes = sorted(b for b, n in group_count.items() if n >= min_images)
-    unseen = sorted(b for b, n in group_count.items() if n < min_images)
+    classes = sorted(b for b, n in group_count.items() if n >= min_images and b not in held_out)
+    unseen = sorted(b for b, n in group_count.items() if n < min_images or b in held_out)
 
     # Stratified split by (brand, domain) of each group's first member, fixed seed.
     rng = random.Random(seed)
@@ -384,6 +425,7 @@ def build_brand_dataset(shared: Path, min_images: int = 20, seed: int = 1337,
         "crop_margin": CROP_MARGIN,
         "classes": classes,
         "unseen_brands": unseen,
+        "held_out_brands": sorted(b for b in held_out if b in group_count),
         "catalogue": catalogue,
         "groups": len(groups),
         "near_duplicate_groups": sum(1 for m in groups.values() if len(m) > 1),

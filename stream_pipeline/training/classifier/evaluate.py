@@ -163,6 +163,42 @@ def evaluate(shared: Path, arch: str = "mobilenet", model_dir: Path | None = Non
                      "decision_agreement": float(np.mean(
                          [a.brand == b.brand for a, b in zip(decide(kprobs, labels, clf.threshold, other_threshold=clf.other_threshold), preds)]))}
 
+    # The runtime decision: by the gallery when the model folder has one.
+    from stream_pipeline.brands.gallery import GALLERY_NAME, Gallery
+    from stream_pipeline.training.classifier.gallery import SIZE_BUCKETS, badge_px
+
+    gallery_file = model_dir / GALLERY_NAME
+    by_gallery = None
+    if gallery_file.is_file():
+        gallery = Gallery.load(gallery_file)
+        clf.use_gallery(gallery)  # checks it was embedded by this model
+        # the unknown-brand figures below stay the softmax's: the shipped gallery has the held-out
+        # brands enrolled; its own rejection is cross-fitted in gallery_report.json
+        clf.gallery = None
+        gp = gallery.match(clf.embed(crops))
+        by_gallery = {"nearest": [p.top[0].brand for p in gp], "decided": [p.brand for p in gp]}
+
+    def breakdown(pred_closed, pred_open):
+        def block(idx):
+            idx = list(idx)
+            t = [truth[i] for i in idx]
+            return {"n": len(idx),
+                    "top1": round(float(np.mean([truth[i] == pred_closed[i] for i in idx])), 4) if idx else None,
+                    "with_rejection": round(float(np.mean([truth[i] == pred_open[i] for i in idx])), 4) if idx else None,
+                    "rejected": round(float(np.mean([pred_open[i] == UNKNOWN_BRAND for i in idx])), 4) if t else None}
+
+        out = {"all": block(range(len(test))),
+               "original_10": block(i for i, r in enumerate(test) if r.brand in ORIGINAL_BRANDS)}
+        out["by_domain"] = {d: block(i for i, r in enumerate(test) if r.domain == d) for d in ("street", "closeup", "web")}
+        out["street_by_badge_px"] = {
+            name: block(i for i, r in enumerate(test) if r.domain == "street" and lo <= (badge_px(r) or 0) < hi)
+            for lo, hi, name in SIZE_BUCKETS}
+        out["street_under_24px"] = block(i for i, r in enumerate(test) if r.domain == "street"
+                                         and (badge_px(r) or 0) < 24)
+        out["street_original_10"] = block(i for i, r in enumerate(test) if r.domain == "street"
+                                          and r.brand in ORIGINAL_BRANDS)
+        return out
+
     closed_m = classification_metrics(truth, closed, classes)
     open_m = classification_metrics(truth, opened, classes)
     orig = [i for i, r in enumerate(test) if r.brand in ORIGINAL_BRANDS]
@@ -199,6 +235,9 @@ def evaluate(shared: Path, arch: str = "mobilenet", model_dir: Path | None = Non
     summary = {
         "classes": len(classes),
         "test_images_known": len(test),
+        "decision": "gallery" if by_gallery else "softmax",
+        "softmax_breakdown": breakdown(closed, opened),
+        "gallery_breakdown": breakdown(by_gallery["nearest"], by_gallery["decided"]) if by_gallery else None,
         "closed_set_top1": {"all": _summary_block(closed_m), "original_10": _summary_block(sub(orig, closed)),
                             "original_10_seed_photos_only": _summary_block(sub(orig_seed, closed)),
                             "street_crops": _summary_block(sub(street, closed))},

@@ -524,6 +524,33 @@ def train_cnn(shared: Path, epochs: int = 40, seed: int = 1337, threads: int = 1
 
 # ----------------------------------------------------------------------------- end-to-end stage
 
+# Share of a brand's training views drawn from each photo domain (renormalised over the domains
+# the brand has). The road decides what a brand looks like: web photos of BMW, VW and Mercedes
+# outnumber their street crops 3-10x and taught a studio look the road does not have.
+DOMAIN_SHARES = {"street": 0.6, "closeup": 0.2, "web": 0.2}
+MAX_DRAWS_PER_IMAGE = 40.0  # relative weight cap: a brand with 13 photos is not drawn 50x each
+
+
+def domain_balanced_weights(recs: list[Record]) -> list[float]:
+    """Sampling weight per record: each brand gets about TARGET_PER_CLASS views, split between
+    its domains by DOMAIN_SHARES, evenly within a domain; `other` patches weigh 1."""
+    per_domain: dict[tuple[str, str], int] = {}
+    for r in recs:
+        per_domain[(r.brand, r.domain)] = per_domain.get((r.brand, r.domain), 0) + 1
+    domains_of: dict[str, list[str]] = {}
+    for brand, domain in per_domain:
+        domains_of.setdefault(brand, []).append(domain)
+    out = []
+    for r in recs:
+        if r.brand == OTHER_CLASS:
+            out.append(1.0)
+            continue
+        total = sum(DOMAIN_SHARES.get(d, 0.2) for d in domains_of[r.brand])
+        share = DOMAIN_SHARES.get(r.domain, 0.2) / total
+        out.append(min(MAX_DRAWS_PER_IMAGE, TARGET_PER_CLASS * share / per_domain[(r.brand, r.domain)]))
+    return out
+
+
 class TrainSampler:
     """Endless stream of augmented training views, drawn with the same per-class balance as the
     feature cache (street crops 3x), plus catalogue renders of classes and `other` brands."""
@@ -535,12 +562,9 @@ class TrainSampler:
         self.rng = np.random.default_rng(seed)
         self.index = {c: i for i, c in enumerate(labels)}
         recs = [r for r in records if r.split == "train" and r.brand in self.index]
-        counts: dict[str, int] = {}
-        for r in recs:
-            if r.brand != OTHER_CLASS:
-                counts[r.brand] = counts.get(r.brand, 0) + (3 if r.domain == "street" else 1)
         self.items, weights = [], []
-        for r in recs:
+        record_weights = domain_balanced_weights(recs)
+        for r, weight in zip(recs, record_weights):
             img = read_image(shared / r.path)
             box = r.box
             if box is not None:  # keep a context window around the badge only
@@ -550,19 +574,16 @@ class TrainSampler:
                 cx2, cy2 = min(img.shape[1], int(x2 + 0.6 * w) + 1), min(img.shape[0], int(y2 + 0.6 * h) + 1)
                 img = img[cy1:cy2, cx1:cx2].copy()
                 box = (x1 - cx1, y1 - cy1, x2 - cx1, y2 - cy1)
-            self.items.append(("img", img, box, self.index[r.brand]))
-            if r.brand == OTHER_CLASS:
-                weights.append(1.0)
-            else:
-                weights.append(min(40.0, TARGET_PER_CLASS / counts[r.brand] * (3 if r.domain == "street" else 1)))
+            self.items.append(("img", img, box, self.index[r.brand], r.domain))
+            weights.append(weight)
         catalogue = load_catalogue(shared)
         for c in info["classes"]:
             if c in catalogue:
-                self.items.append(("logo", read_rgba(catalogue[c]), None, self.index[c]))
+                self.items.append(("logo", read_rgba(catalogue[c]), None, self.index[c], "render"))
                 weights.append(float(CATALOGUE_RENDERS))
         for s in info["catalogue"]["other_train"]:
             if s in catalogue:
-                self.items.append(("logo", read_rgba(catalogue[s]), None, self.index[OTHER_CLASS]))
+                self.items.append(("logo", read_rgba(catalogue[s]), None, self.index[OTHER_CLASS], "render"))
                 weights.append(float(OTHER_RENDERS))
         w = np.asarray(weights, np.float64)
         self.p = w / w.sum()
@@ -575,9 +596,9 @@ class TrainSampler:
         from stream_pipeline.training.classifier.augment import augment_sample, render_logo
 
         while True:
-            kind, img, box, y = self.items[int(self.rng.choice(len(self.items), p=self.p))]
+            kind, img, box, y, domain = self.items[int(self.rng.choice(len(self.items), p=self.p))]
             if kind == "img":
-                view = augment_sample(img, box, self.rng, self.size)
+                view = augment_sample(img, box, self.rng, self.size, domain)
             else:
                 view = render_logo(img, self.backgrounds[int(self.rng.integers(len(self.backgrounds)))], self.rng,
                                    self.size)
@@ -771,16 +792,31 @@ def train_end_to_end(shared: Path, size: int = 96, epochs: int = 100, steps_per_
 
 def _load_saved_classifier(full, path: Path, labels: list[str]) -> None:
     """Copy the weights of a saved brand classifier into `full` (any input size: the network is
-    fully convolutional). Its labels (metadata.json beside it) must be ours, in the same order."""
+    fully convolutional). When its labels (metadata.json beside it) differ from ours, the
+    backbone is copied whole and the softmax columns of the labels both share; new labels keep
+    their fresh initialisation, with the lowest old bias so they start unlikely."""
     import keras
 
     if not path.is_file():
         raise UserError(f"--init-from: no such model file: {path}")
-    meta = path.parent / "metadata.json"
-    if meta.is_file() and json.loads(meta.read_text()).get("labels") != labels:
-        raise UserError(f"--init-from: {path} was trained on other classes than {len(labels)} in dataset.json")
     saved = keras.saving.load_model(str(path), compile=False)
-    full.set_weights(saved.get_weights())
+    meta = path.parent / "metadata.json"
+    saved_labels = json.loads(meta.read_text()).get("labels") if meta.is_file() else labels
+    if saved_labels == labels:
+        full.set_weights(saved.get_weights())
+        return
+    old, new = saved.get_weights(), full.get_weights()
+    if len(old) != len(new) or any(a.shape != b.shape for a, b in zip(old[:-2], new[:-2])):
+        raise UserError(f"--init-from: {path} is not a brand classifier of this architecture")
+    kernel, bias = new[-2].copy(), new[-1].copy()
+    bias[:] = float(old[-1].min())
+    shared_labels = [lab for lab in labels if lab in saved_labels]
+    for lab in shared_labels:
+        i, j = saved_labels.index(lab), labels.index(lab)
+        kernel[:, j], bias[j] = old[-2][:, i], old[-1][i]
+    full.set_weights(old[:-2] + [kernel, bias])
+    log.info("--init-from: %d of %d labels carried over; new: %s", len(shared_labels), len(labels),
+             ", ".join(lab for lab in labels if lab not in saved_labels) or "none")
 
 
 def finalize(shared: Path, size: int = 96, threads: int = 1, model_dir: Path = MODEL_DIR, seed: int = 1337) -> dict:

@@ -1,0 +1,192 @@
+"""Brand gallery: reference embeddings per brand, and verification against them.
+
+The original study framed brand identification as verification: compare a badge's features with
+reference models, then decide. A badge crop's embedding (the classifier's pooled features,
+L2-normalised) is compared with every brand's references; the brand's score is the mean cosine
+similarity of its `TOP_K_REFS` closest references, the nearest brand wins, and a badge whose best
+score is below the gallery's threshold is `unknown`. The threshold is calibrated on real photos
+of brands kept out of training, so "unknown" means "like nothing in the gallery", not "like the
+catalogue renders the softmax was taught to reject".
+
+A gallery is tied to the classifier that embedded it (`model_digest`): embeddings of another
+model are meaningless, so loading a mismatched pair fails with one line. Brands are added with
+`stream-pipeline enroll` without retraining. Pure numpy: no TensorFlow at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from stream_pipeline.core.errors import ModelError, UserError
+from stream_pipeline.core.types import UNKNOWN_BRAND, BrandPrediction, BrandScore
+
+GALLERY_NAME = "gallery.npz"
+TOP_K_REFS = 3  # a brand's score averages its 3 closest references: one odd reference can't win alone
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
+def model_digest(weights_file: Path) -> str:
+    """Identity of the network that embeds: sha256 of its weights file (first 16 hex digits)."""
+    h = hashlib.sha256()
+    with open(weights_file, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def normalise(embeddings: np.ndarray) -> np.ndarray:
+    e = np.asarray(embeddings, np.float32)
+    return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+
+
+def check_slug(brand: str) -> str:
+    slug = brand.strip().lower()
+    if not SLUG_RE.match(slug):
+        raise UserError(f"brand name {brand!r} is not a slug: use lower-case letters, digits and '-' "
+                        "(e.g. alfa-romeo)")
+    return slug
+
+
+@dataclass
+class Gallery:
+    """Reference embeddings (N, D), their brand and origin (`train`, `enrolled`), and the
+    similarity threshold below which a badge is unknown."""
+
+    embeddings: np.ndarray
+    brands: np.ndarray
+    origins: np.ndarray
+    threshold: float
+    model_digest: str
+    info: dict = field(default_factory=dict)  # calibration figures, how it was built
+    keys: np.ndarray | None = None  # per reference: perceptual hash of an enrolled image ("" if none)
+    top_k: int = TOP_K_REFS
+
+    def __post_init__(self):
+        if self.keys is None:
+            self.keys = np.asarray([""] * len(self.brands), dtype=object)
+        self.keys = np.asarray(self.keys, dtype=object)
+        self.embeddings = normalise(self.embeddings).reshape(len(self.brands), -1) if len(self.brands) else \
+            np.zeros((0, self.embeddings.shape[-1] if np.ndim(self.embeddings) == 2 else 0), np.float32)
+        self.brands = np.asarray(self.brands, dtype=object)
+        self.origins = np.asarray(self.origins, dtype=object)
+        if not (len(self.embeddings) == len(self.brands) == len(self.origins) == len(self.keys)):
+            raise ValueError("gallery arrays differ in length")
+        self._index()
+
+    def _index(self) -> None:
+        """Per-brand reference indices padded into one matrix, so scoring is one gather."""
+        self.brand_names = sorted(set(self.brands.tolist()))
+        groups = [np.nonzero(self.brands == b)[0] for b in self.brand_names]
+        width = max((len(g) for g in groups), default=0)
+        self._ref_index = np.zeros((len(groups), width), np.int64)
+        self._ref_valid = np.zeros((len(groups), width), bool)
+        for i, g in enumerate(groups):
+            self._ref_index[i, :len(g)] = g
+            self._ref_valid[i, :len(g)] = True
+
+    # ------------------------------------------------------------------ files
+
+    @classmethod
+    def load(cls, path: Path) -> "Gallery":
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"brand gallery not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                return cls(data["embeddings"].astype(np.float32), np.asarray(data["brands"]).astype(object),
+                           np.asarray(data["origins"]).astype(object), float(meta["threshold"]),
+                           str(meta["model_digest"]), meta.get("info", {}),
+                           np.asarray(data["keys"]).astype(object), int(meta.get("top_k", TOP_K_REFS)))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"brand gallery unreadable: {path}: {exc}") from exc
+
+    def save(self, path: Path) -> None:
+        """Atomic: a crash mid-write leaves the old gallery, never half a file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = json.dumps({"threshold": self.threshold, "model_digest": self.model_digest, "top_k": self.top_k,
+                           "info": self.info})
+        fd, tmp = tempfile.mkstemp(prefix=".gallery-", suffix=".npz", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez_compressed(fh, embeddings=self.embeddings.astype(np.float16),
+                                    brands=self.brands.astype(str), origins=self.origins.astype(str),
+                                    keys=self.keys.astype(str), meta=np.asarray(meta))
+            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the gallery from other users
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    # ------------------------------------------------------------------ contents
+
+    def summary(self) -> list[dict]:
+        """One row per brand: references by origin."""
+        rows = []
+        for b in self.brand_names:
+            mask = self.brands == b
+            origins = self.origins[mask].tolist()
+            rows.append({"brand": b, "references": int(mask.sum()),
+                         "enrolled": origins.count("enrolled"), "trained": origins.count("train")})
+        return rows
+
+    def add(self, brand: str, embeddings: np.ndarray, origin: str = "enrolled", keys: list[str] | None = None) -> None:
+        e = normalise(embeddings)
+        if len(self.embeddings) and e.shape[1] != self.embeddings.shape[1]:
+            raise ModelError(f"embedding size {e.shape[1]} does not match the gallery's {self.embeddings.shape[1]}")
+        keys = list(keys) if keys is not None else [""] * len(e)
+        self.embeddings = np.concatenate([self.embeddings.reshape(-1, e.shape[1]), e])
+        self.brands = np.concatenate([self.brands, np.asarray([brand] * len(e), dtype=object)])
+        self.origins = np.concatenate([self.origins, np.asarray([origin] * len(e), dtype=object)])
+        self.keys = np.concatenate([self.keys, np.asarray(keys, dtype=object)])
+        self._index()
+
+    def remove(self, brand: str) -> int:
+        keep = self.brands != brand
+        removed = int((~keep).sum())
+        self.embeddings, self.brands = self.embeddings[keep], self.brands[keep]
+        self.origins, self.keys = self.origins[keep], self.keys[keep]
+        self._index()
+        return removed
+
+    def copy(self) -> "Gallery":
+        return Gallery(self.embeddings.copy(), self.brands.copy(), self.origins.copy(), self.threshold,
+                       self.model_digest, dict(self.info), self.keys.copy(), self.top_k)
+
+    # ------------------------------------------------------------------ matching
+
+    def scores(self, embeddings: np.ndarray) -> np.ndarray:
+        """(M, brands) score: mean cosine similarity of each brand's `top_k` closest references."""
+        q = normalise(embeddings)
+        if not len(self.brand_names) or not len(q):
+            return np.zeros((len(q), len(self.brand_names)), np.float32)
+        sims = q @ self.embeddings.T  # (M, N)
+        per_brand = np.where(self._ref_valid[None], sims[:, self._ref_index], -np.inf)  # (M, B, R)
+        k = min(self.top_k, per_brand.shape[2])
+        top = -np.partition(-per_brand, k - 1, axis=2)[:, :, :k]
+        counts = np.minimum(self._ref_valid.sum(axis=1), k)[None, :]
+        top = np.where(np.isfinite(top), top, 0.0)
+        return (top.sum(axis=2) / counts).astype(np.float32)
+
+    def match(self, embeddings: np.ndarray, top_k: int = 3, threshold: float | None = None) -> list[BrandPrediction]:
+        """Nearest brand per embedding; `unknown` when its score is below the threshold.
+        `confidence` is the winning brand's score (cosine similarity, 0-1 for these features)."""
+        t = self.threshold if threshold is None else threshold
+        s = self.scores(embeddings)
+        out = []
+        for row in s:
+            order = np.argsort(-row)[:top_k]
+            top = tuple(BrandScore(self.brand_names[i], float(row[i])) for i in order)
+            best = int(order[0])
+            conf = float(np.clip(row[best], 0.0, 1.0))
+            out.append(BrandPrediction(self.brand_names[best] if row[best] >= t else UNKNOWN_BRAND, conf, top))
+        return out

@@ -1,0 +1,213 @@
+"""`stream-pipeline enroll` and `stream-pipeline gallery list|remove`: manage the brand gallery
+without retraining.
+
+Enrolling embeds badge photos with the shipped classifier and adds them as a brand's references.
+Its input is checked as `import-brands` checks a folder: unreadable, tiny and duplicate images are
+reported and skipped. With `--detect-badge` the logo detector first finds the badge in each photo
+(for photos of a vehicle rather than of its badge).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from stream_pipeline.core.errors import UserError
+
+log = logging.getLogger("stream_pipeline.gallery")
+
+
+def gallery_path(args) -> Path:
+    """--gallery, else `brands.gallery` of the config (the shipped gallery by default)."""
+    if getattr(args, "gallery", None):
+        return Path(args.gallery)
+    from stream_pipeline.core.config import load_config
+    from stream_pipeline.core.paths import resolve_model_path
+
+    config = load_config(Path(args.config) if getattr(args, "config", None) else None)
+    if not config.brands.gallery:
+        raise UserError("no gallery: pass --gallery FILE or set brands.gallery in the config")
+    return resolve_model_path(config.brands.gallery)
+
+
+def shipped_gallery_path() -> Path:
+    from stream_pipeline.brands.classifier import DEFAULT_MODEL_DIR
+    from stream_pipeline.brands.gallery import GALLERY_NAME
+
+    return DEFAULT_MODEL_DIR / GALLERY_NAME
+
+
+def _collect_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    from stream_pipeline.training.classifier.dataset import IMAGE_EXTS
+
+    paths, missing = [], []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            missing.append(item)
+    return paths, missing
+
+
+def load_enrolment_images(inputs: list[str], existing_keys: set[str]) -> tuple[list, list[str], list[Path], dict]:
+    """Readable, large-enough, non-duplicate images -> (images, perceptual-hash keys, paths, report)."""
+    import cv2
+
+    from stream_pipeline.training.classifier.dataset import MIN_SIDE_PX, PHASH_MAX_DISTANCE, phash64, read_image
+
+    paths, missing = _collect_images(inputs)
+    report = {"missing": missing, "unreadable": [], "tiny": [], "duplicates": [], "already_enrolled": []}
+    images, keys, kept, md5s, hashes = [], [], [], set(), []
+    existing = [int(k, 16) for k in existing_keys if k]
+    for path in paths:
+        img = read_image(path)
+        if img is None:
+            report["unreadable"].append(str(path))
+            continue
+        if min(img.shape[:2]) < MIN_SIDE_PX:
+            report["tiny"].append(str(path))
+            continue
+        md5 = hashlib.md5(path.read_bytes()).hexdigest()
+        ph = phash64(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+        if md5 in md5s or any(bin(ph ^ h).count("1") <= PHASH_MAX_DISTANCE for h in hashes):
+            report["duplicates"].append(str(path))
+            continue
+        if any(bin(ph ^ h).count("1") <= PHASH_MAX_DISTANCE for h in existing):
+            report["already_enrolled"].append(str(path))
+            continue
+        md5s.add(md5)
+        hashes.append(ph)
+        images.append(img)
+        keys.append(f"{ph:016x}")
+        kept.append(path)
+    return images, keys, kept, report
+
+
+def _crop_badges(images: list, paths: list[Path], report: dict) -> tuple[list, list[int]]:
+    """The most confident badge of each photo (logo detector), cut as the pipeline cuts it."""
+    from stream_pipeline.brands.classifier import BrandClassifier
+    from stream_pipeline.brands.logo_detector import LogoDetector
+    from stream_pipeline.brands.recognizer import BADGE_MARGIN, crop
+    from stream_pipeline.core.config import BrandsConfig
+    from stream_pipeline.core.paths import resolve_model_path
+
+    cfg = BrandsConfig()
+    detector = LogoDetector.load(resolve_model_path(cfg.logo_detector))
+    margin = float(BrandClassifier.load().metadata.get("crop_margin", BADGE_MARGIN))
+    crops, kept = [], []
+    report["no_badge_found"] = []
+    for i, (img, found) in enumerate(zip(images, detector.detect(images))):
+        if len(found) == 0:
+            report["no_badge_found"].append(str(paths[i]))
+            continue
+        best = int(found.confidence.argmax())
+        badge, _ = crop(img, found.xyxy[best], margin)
+        if badge.size:
+            crops.append(badge)
+            kept.append(i)
+    return crops, kept
+
+
+def _load_or_create(path: Path):
+    from stream_pipeline.brands.gallery import Gallery
+
+    if path.is_file():
+        return Gallery.load(path), False
+    shipped = shipped_gallery_path()
+    if not shipped.is_file():
+        raise UserError(f"no gallery at {path} and no shipped gallery at {shipped} to start it from")
+    if path.resolve() != shipped.resolve():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shipped, path)
+    return Gallery.load(path), True
+
+
+def cmd_enroll(args) -> int:
+    from stream_pipeline.brands.classifier import BrandClassifier
+    from stream_pipeline.brands.gallery import check_slug
+
+    brand = check_slug(args.brand)
+    path = gallery_path(args)
+    gallery, created = _load_or_create(path)
+    clf = BrandClassifier.load(Path(args.model_dir) if args.model_dir else None)
+    clf.use_gallery(gallery)  # refuses a gallery embedded by another model
+    images, keys, paths, report = load_enrolment_images(args.images, set(gallery.keys.tolist()))
+    if args.detect_badge and images:
+        images, idx = _crop_badges(images, paths, report)
+        keys, paths = [keys[i] for i in idx], [paths[i] for i in idx]
+    skipped = sum(len(v) for v in report.values())
+    if not images:
+        raise UserError(f"nothing to enrol for {brand}: {skipped} input(s) skipped "
+                        f"({', '.join(f'{k} {len(v)}' for k, v in report.items() if v) or 'no images given'})")
+    before = int((gallery.brands == brand).sum())
+    gallery.add(brand, clf.embed(images), "enrolled", keys)
+    gallery.save(path)
+    result = {"brand": brand, "gallery": str(path), "created": created, "enrolled": len(images),
+              "references_before": before, "references_now": int((gallery.brands == brand).sum()),
+              "skipped": {k: v for k, v in report.items() if v}}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{brand}: enrolled {len(images)} image(s) into {path}"
+              f"{' (created from the shipped gallery)' if created else ''}; "
+              f"{result['references_now']} references now")
+        for what, items in result["skipped"].items():
+            print(f"  skipped, {what.replace('_', ' ')}: {len(items)}: {', '.join(items[:5])}"
+                  f"{' ...' if len(items) > 5 else ''}")
+    return 0
+
+
+def cmd_gallery(args) -> int:
+    from stream_pipeline.brands.gallery import Gallery, check_slug
+
+    path = gallery_path(args)
+    if args.action == "list":
+        gallery = Gallery.load(path)
+        rows = gallery.summary()
+        if args.json:
+            print(json.dumps({"gallery": str(path), "threshold": gallery.threshold, "brands": rows}))
+        else:
+            print(f"{path}: {len(rows)} brands, {len(gallery.brands)} references, threshold {gallery.threshold:.3f}")
+            for row in rows:
+                enrolled = f" ({row['enrolled']} enrolled)" if row["enrolled"] else ""
+                print(f"  {row['brand']:<20} {row['references']:>4} references{enrolled}")
+        return 0
+    if not args.brand:
+        raise UserError("gallery remove needs a BRAND")
+    brand = check_slug(args.brand)
+    gallery = Gallery.load(path)
+    removed = gallery.remove(brand)
+    if not removed:
+        raise UserError(f"brand {brand!r} is not in {path}")
+    gallery.save(path)
+    print(f"{brand}: removed {removed} references from {path}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("enroll", help="add a brand (or more references to one) to the gallery, without retraining")
+    p.add_argument("brand", help="brand slug, as it will appear in events (e.g. alfa-romeo)")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="badge photos, or folders of them")
+    p.add_argument("--gallery", default=None, metavar="FILE",
+                   help="gallery file (created from the shipped one if missing; default: brands.gallery of the config)")
+    p.add_argument("--config", default=None, help="YAML configuration naming brands.gallery")
+    p.add_argument("--detect-badge", action="store_true",
+                   help="the photos show vehicles: find the badge with the logo detector first")
+    p.add_argument("--model-dir", default=None, help="classifier folder (default: models/brand_classifier)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("gallery", help="list the brands of a gallery, or remove one")
+    p.add_argument("action", choices=["list", "remove"])
+    p.add_argument("brand", nargs="?", default=None)
+    p.add_argument("--gallery", default=None, metavar="FILE")
+    p.add_argument("--config", default=None, help="YAML configuration naming brands.gallery")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_gallery)

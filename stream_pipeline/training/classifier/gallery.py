@@ -1,0 +1,241 @@
+"""Building, calibrating and evaluating the brand gallery (no TensorFlow: the shipped OpenVINO
+classifier embeds, exactly as at run time).
+
+- References: real training crops of every class, road domain first (street and close-up crops
+  before web photos), `REFS_PER_BRAND` each.
+- Threshold: on real photos only. Known brands: the validation split. Unknown brands: photos of the
+  brands kept out of training entirely (`unseen` split: HELD_OUT_BRANDS plus brands with too few
+  photos). The threshold maximises (unknown rejected - known rejected) with at most
+  MAX_KNOWN_REJECTION of known crops rejected. Its unknown-rejection figure is measured by
+  cross-fitting over brands: the threshold used on one half of the unknown brands is calibrated
+  on the other half, so no brand is judged by a threshold tuned on its own photos.
+- Enrolment: each held-out brand with enough photos is enrolled from `ENROL_SHOTS` of them; top-1
+  on its remaining photos, and the known brands' test accuracy before and after.
+- The shipped gallery also enrols every photo of the held-out brands, so the runtime names them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from stream_pipeline.brands.classifier import BrandClassifier
+from stream_pipeline.brands.gallery import GALLERY_NAME, Gallery
+from stream_pipeline.core.types import UNKNOWN_BRAND
+from stream_pipeline.training.classifier.dataset import Record, load_record_image
+
+log = logging.getLogger("stream_pipeline.classifier")
+
+REFS_PER_BRAND = 40
+ROAD_SHARE = 0.75  # of a brand's references taken from street and close-up crops when it has them
+MAX_KNOWN_REJECTION = 0.04  # validation target (test target: <= 5 %)
+ENROL_SHOTS = 10
+MIN_ENROL_PHOTOS = 12  # a held-out brand needs this many photos to be enrolled and still tested
+
+
+def choose_references(records: list[Record], classes: list[str], per_brand: int, seed: int) -> list[Record]:
+    rng = np.random.default_rng(seed)
+    by_brand: dict[str, dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r.split == "train" and r.brand in classes:
+            by_brand[r.brand]["road" if r.domain in ("street", "closeup") else "web"].append(r)
+    out = []
+    for brand in classes:
+        road, web = list(by_brand[brand]["road"]), list(by_brand[brand]["web"])
+        rng.shuffle(road)
+        rng.shuffle(web)
+        n_road = min(len(road), int(round(per_brand * ROAD_SHARE)) if web else per_brand)
+        take = road[:n_road] + web[:per_brand - n_road]
+        take += road[n_road:n_road + per_brand - len(take)]
+        out += take
+    return out
+
+
+def embed_records(clf: BrandClassifier, shared: Path, records: list[Record]) -> np.ndarray:
+    feats = []
+    for start in range(0, len(records), 256):
+        crops = [load_record_image(shared, r) for r in records[start:start + 256]]
+        feats.append(clf.embed(crops))
+    return np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)
+
+
+def best_scores(gallery: Gallery, emb: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    s = gallery.scores(emb)
+    return s.max(axis=1), [gallery.brand_names[i] for i in s.argmax(axis=1)]
+
+
+def choose_threshold(known_best: np.ndarray, unknown_best: np.ndarray,
+                     max_known: float = MAX_KNOWN_REJECTION) -> float:
+    grid = np.round(np.arange(0.30, 0.99, 0.005), 3)
+    best = (-np.inf, 0.0)
+    for t in grid:
+        known = float(np.mean(known_best < t))
+        if known > max_known:
+            break
+        unk = float(np.mean(unknown_best < t)) if len(unknown_best) else 0.0
+        best = max(best, (unk - known, float(t)))
+    return best[1] if best[0] > -np.inf else float(grid[0])
+
+
+def _accuracy(truth: list[str], pred: list[str]) -> float:
+    return float(np.mean([t == p for t, p in zip(truth, pred)])) if truth else 0.0
+
+
+TOP_K_CHOICES = (1, 3)
+
+
+def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_brand: int = REFS_PER_BRAND,
+                       threads: int = 2, top_k: int | None = None) -> tuple[Gallery, dict]:
+    from stream_pipeline.training.classifier import train
+
+    records, info = train.load_dataset_info(model_dir)
+    classes = list(info["classes"])
+    clf = BrandClassifier.load(model_dir, num_threads=threads)
+    t0 = time.time()
+    refs = choose_references(records, classes, per_brand, seed)
+    val = [r for r in records if r.split == "val" and r.brand in classes]
+    test = [r for r in records if r.split == "test" and r.brand in classes]
+    unseen = [r for r in records if r.split == "unseen"]
+    log.info("embedding %d references, %d val, %d test, %d unseen-brand photos", len(refs), len(val), len(test),
+             len(unseen))
+    e_ref, e_val, e_test, e_unseen = (embed_records(clf, shared, x) for x in (refs, val, test, unseen))
+    val_truth = [r.brand for r in val]
+    choice = {}
+    for k in ([top_k] if top_k else TOP_K_CHOICES):
+        # references averaged per brand: chosen on validation (known accuracy with rejection
+        # plus in-sample unknown rejection), never on test
+        g = Gallery(e_ref, np.array([r.brand for r in refs], object), np.array(["train"] * len(refs), object),
+                    0.0, clf.digest, top_k=k)
+        vb, vp = best_scores(g, e_val)
+        ub, _ = best_scores(g, e_unseen)
+        t = choose_threshold(vb, ub)
+        score = (_accuracy(val_truth, [p if s >= t else UNKNOWN_BRAND for p, s in zip(vp, vb)])
+                 + float(np.mean(ub < t))) / 2
+        choice[k] = round(score, 4)
+        if score >= max(choice.values()):
+            base, val_best, val_pred, unseen_best, threshold = g, vb, vp, ub, t
+    unseen_brands = sorted({r.brand for r in unseen})
+
+    # Cross-fitted unknown rejection: two folds of unseen brands, each judged by the other's threshold.
+    rng = np.random.default_rng(seed)
+    order = list(unseen_brands)
+    rng.shuffle(order)
+    folds = [set(order[0::2]), set(order[1::2])]
+    brand_of = np.array([r.brand for r in unseen])
+    crossfit = {}
+    rejected_total = 0
+    for k, fold in enumerate(folds):
+        cal = ~np.isin(brand_of, list(fold))
+        t_k = choose_threshold(val_best, unseen_best[cal])
+        judged = np.isin(brand_of, list(fold))
+        rej = unseen_best[judged] < t_k
+        rejected_total += int(rej.sum())
+        crossfit[f"fold{k}"] = {"brands": sorted(fold), "threshold": t_k, "images": int(judged.sum()),
+                                "rejected": round(float(rej.mean()), 4) if judged.any() else None}
+    per_brand_rej = {b: round(float(np.mean(unseen_best[brand_of == b] < threshold)), 4) for b in unseen_brands}
+
+    # Known brands on test, with the gallery decision.
+    test_best, test_pred = best_scores(base, e_test)
+    truth = [r.brand for r in test]
+    decided = [p if s >= threshold else UNKNOWN_BRAND for p, s in zip(test_pred, test_best)]
+    known_metrics = _known_metrics(test, truth, test_pred, decided, test_best, threshold)
+
+    # Enrolment: each held-out brand with enough photos, ENROL_SHOTS photos enrolled, rest queried.
+    base.threshold = threshold
+    enrolled = base.copy()
+    queries: dict[str, np.ndarray] = {}
+    enrol_rows = {}
+    for b in unseen_brands:
+        idx = np.nonzero(brand_of == b)[0]
+        if len(idx) < MIN_ENROL_PHOTOS:
+            continue
+        idx = rng.permutation(idx)
+        enrolled.add(b, e_unseen[idx[:ENROL_SHOTS]])
+        queries[b] = idx[ENROL_SHOTS:]
+    q_truth, q_pred = [], []
+    for b, idx in queries.items():
+        preds = enrolled.match(e_unseen[idx])
+        q_truth += [b] * len(idx)
+        q_pred += [p.brand for p in preds]
+        enrol_rows[b] = {"enrolled": ENROL_SHOTS, "queried": int(len(idx)),
+                         "top1": round(_accuracy([b] * len(idx), [p.brand for p in preds]), 4)}
+    after = [p.brand for p in enrolled.match(e_test)]
+    enrolment = {
+        "shots": ENROL_SHOTS, "brands": enrol_rows,
+        "top1_on_remaining_photos": round(_accuracy(q_truth, q_pred), 4), "photos": len(q_truth),
+        "known_test_accuracy_before": round(_accuracy(truth, decided), 4),
+        "known_test_accuracy_after": round(_accuracy(truth, after), 4),
+    }
+
+    # Softmax on the same test crops, for comparison.
+    probs = clf.predict_proba([load_record_image(shared, r) for r in test])
+    labels = clf.metadata["labels"]
+    softmax_top1 = _accuracy(truth, [labels[i] for i in probs.argmax(axis=1)])
+
+    # The shipped gallery: trained references + every photo of the held-out brands enrolled.
+    shipped = base.copy()
+    for b in unseen_brands:
+        shipped.add(b, e_unseen[brand_of == b])
+    report = {
+        "references": {"per_brand": per_brand, "road_share": ROAD_SHARE, "trained_brands": len(classes),
+                       "trained_references": len(refs), "enrolled_brands": unseen_brands,
+                       "total_references": int(len(shipped.brands))},
+        "threshold": threshold,
+        "top_k": base.top_k,
+        "top_k_choice_on_val": choice,
+        "calibration": {"max_known_rejection": MAX_KNOWN_REJECTION, "val_known_crops": len(val),
+                        "val_known_rejected": round(float(np.mean(val_best < threshold)), 4),
+                        "val_top1": round(_accuracy([r.brand for r in val], val_pred), 4),
+                        "unknown_photos": len(unseen), "unknown_brands": unseen_brands,
+                        "unknown_rejected_in_sample": round(float(np.mean(unseen_best < threshold)), 4)},
+        "unknown_rejection_crossfit": {"rejected": round(rejected_total / max(1, len(unseen)), 4),
+                                       "images": len(unseen), "folds": crossfit, "per_brand_in_sample": per_brand_rej},
+        "known_test": known_metrics,
+        "softmax_test_top1": round(softmax_top1, 4),
+        "enrolment": enrolment,
+        "seconds": round(time.time() - t0, 1),
+    }
+    shipped.info = {"built_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "threshold_calibration": report["calibration"],
+                    "unknown_rejection_crossfit": report["unknown_rejection_crossfit"]["rejected"]}
+    return shipped, report
+
+
+SIZE_BUCKETS = ((0, 16, "<16"), (16, 24, "16-24"), (24, 32, "24-32"), (32, 48, "32-48"), (48, 10 ** 9, ">=48"))
+
+
+def badge_px(r: Record) -> int | None:
+    """Badge width in pixels for crops cut from photos (None for whole-image records)."""
+    return None if r.box is None else int(r.box[2] - r.box[0])
+
+
+def size_bucket(px: int) -> str:
+    return next(name for lo, hi, name in SIZE_BUCKETS if lo <= px < hi)
+
+
+def _known_metrics(test: list[Record], truth: list[str], nearest: list[str], decided: list[str],
+                   best: np.ndarray, threshold: float) -> dict:
+    def block(idx):
+        idx = list(idx)
+        return {"n": len(idx), "top1": round(_accuracy([truth[i] for i in idx], [nearest[i] for i in idx]), 4),
+                "with_rejection": round(_accuracy([truth[i] for i in idx], [decided[i] for i in idx]), 4)}
+
+    out = {"all": block(range(len(test))), "rejected": round(float(np.mean(best < threshold)), 4)}
+    for d in ("street", "closeup", "web"):
+        out[d] = block(i for i, r in enumerate(test) if r.domain == d)
+    out["street_by_badge_px"] = {name: block(i for i, r in enumerate(test) if r.domain == "street"
+                                             and badge_px(r) is not None and lo <= badge_px(r) < hi)
+                                 for lo, hi, name in SIZE_BUCKETS}
+    return out
+
+
+def write_gallery(gallery: Gallery, report: dict, model_dir: Path) -> Path:
+    path = model_dir / GALLERY_NAME
+    gallery.save(path)
+    (model_dir / "gallery_report.json").write_text(json.dumps(report, indent=1))
+    return path

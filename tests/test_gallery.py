@@ -1,0 +1,137 @@
+"""Brand gallery: verification against reference embeddings, enrolment without retraining."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from stream_pipeline.brands.gallery import Gallery
+from stream_pipeline.core.types import UNKNOWN_BRAND
+from tests.conftest import run_cli
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "brand_classifier" / "gallery.npz"
+
+
+def _unit(*rows):
+    return np.asarray(rows, np.float32)
+
+
+def test_nearest_brand_wins_and_far_badges_are_unknown():
+    refs = _unit([1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0, 0.9, 0.2])
+    g = Gallery(refs, np.array(["audi", "audi", "bmw", "bmw"], object), np.array(["train"] * 4, object),
+                threshold=0.8, model_digest="x", top_k=1)
+    preds = g.match(_unit([0.95, 0.05, 0], [0.1, 1, 0], [0, 0, 1]))
+    assert [p.brand for p in preds] == ["audi", "bmw", UNKNOWN_BRAND]
+    assert preds[0].top[0].brand == "audi" and preds[0].confidence > 0.99
+    assert preds[2].confidence < 0.8  # the best score, below the threshold
+
+
+def test_top_k_averages_a_brands_closest_references():
+    # one stray audi reference close to the query must not beat three consistent bmw ones
+    refs = _unit([0.8, 0.6], [0, 1], [0, 1], [0.6, 0.8], [0.6, 0.8], [0.6, 0.8])
+    brands = np.array(["audi", "audi", "audi", "bmw", "bmw", "bmw"], object)
+    q = _unit([0.8, 0.6])
+    assert Gallery(refs, brands, np.array(["train"] * 6, object), 0.0, "x", top_k=1).match(q)[0].brand == "audi"
+    assert Gallery(refs, brands, np.array(["train"] * 6, object), 0.0, "x", top_k=3).match(q)[0].brand == "bmw"
+
+
+def test_add_remove_save_load_round_trip(tmp_path):
+    g = Gallery(_unit([1, 0]), np.array(["audi"], object), np.array(["train"], object), 0.5, "abc")
+    g.add("tesla", _unit([0, 2], [0.1, 1]), "enrolled", ["00ff", "0f0f"])
+    path = tmp_path / "g.npz"
+    g.save(path)
+    back = Gallery.load(path)
+    assert back.brand_names == ["audi", "tesla"] and back.model_digest == "abc" and back.threshold == 0.5
+    assert back.summary()[1] == {"brand": "tesla", "references": 2, "enrolled": 2, "trained": 0}
+    assert np.allclose(np.linalg.norm(back.embeddings, axis=1), 1.0, atol=1e-3)
+    assert back.remove("tesla") == 2 and back.brand_names == ["audi"]
+    assert back.match(_unit([0, 1]))[0].brand == UNKNOWN_BRAND  # like no brand left in it
+    assert back.match(_unit([1, 0.1]))[0].brand == "audi"
+
+
+def test_shipped_gallery_belongs_to_the_shipped_classifier():
+    from stream_pipeline.brands.classifier import BrandClassifier
+
+    clf = BrandClassifier.load()
+    gallery = Gallery.load(SHIPPED)
+    clf.use_gallery(gallery)  # raises when the digests differ
+    assert set(clf.labels) <= set(gallery.brand_names)
+    other = gallery.copy()
+    other.model_digest = "0" * 16
+    from stream_pipeline.core.errors import ModelError
+
+    with pytest.raises(ModelError, match="another classifier"):
+        clf.use_gallery(other)
+
+
+@pytest.fixture(scope="module")
+def lancia_photos(shared):
+    """Close-up photos of a brand the classifier was never trained on (held out)."""
+    folder = shared / "data" / "logos-closeup" / "lancia 1"
+    photos = sorted(folder.glob("*.jpg"))
+    assert len(photos) >= 14
+    return photos
+
+
+def test_enrol_a_brand_from_photos_then_classify_names_it(tmp_path, lancia_photos):
+    gallery = tmp_path / "my_gallery.npz"
+    enrol, rest = lancia_photos[:10], lancia_photos[10:]
+    bad = tmp_path / "inputs"
+    bad.mkdir()
+    (bad / "notes.jpg").write_text("not an image")
+    cv2.imwrite(str(bad / "tiny.png"), np.zeros((8, 8, 3), np.uint8))
+    shutil.copy(enrol[0], bad / "copy_of_first.jpg")
+
+    # The shipped gallery has lancia enrolled from these very photos: start from a copy without it.
+    shutil.copy(SHIPPED, gallery)
+    removed = run_cli("gallery", "remove", "lancia", "--gallery", str(gallery))
+    assert removed.returncode == 0, removed.stderr
+    before = run_cli("classify", "--json", "--gallery", str(gallery), *map(str, rest))
+    assert before.returncode == 0, before.stderr
+    assert [json.loads(line)["brand"] for line in before.stdout.splitlines()].count("lancia") == 0
+
+    out = run_cli("enroll", "lancia", *map(str, enrol), str(bad), "--gallery", str(gallery), "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert not result["created"] and result["enrolled"] == 10 and result["references_now"] == 10
+    assert result["skipped"]["unreadable"] == [str(bad / "notes.jpg")]
+    assert result["skipped"]["tiny"] == [str(bad / "tiny.png")]
+    assert result["skipped"]["duplicates"] == [str(bad / "copy_of_first.jpg")]
+
+    listed = json.loads(run_cli("gallery", "list", "--gallery", str(gallery), "--json").stdout)
+    row = next(r for r in listed["brands"] if r["brand"] == "lancia")
+    assert row == {"brand": "lancia", "references": 10, "enrolled": 10, "trained": 0}
+
+    after = run_cli("classify", "--json", "--gallery", str(gallery), *map(str, rest))
+    named = [json.loads(line)["brand"] for line in after.stdout.splitlines()]
+    assert named.count("lancia") >= len(rest) - 1, named
+
+    again = run_cli("enroll", "lancia", str(enrol[0]), "--gallery", str(gallery), "--json")
+    assert again.returncode == 2 and "already_enrolled 1" in again.stderr
+
+    removed = run_cli("gallery", "remove", "lancia", "--gallery", str(gallery))
+    assert removed.returncode == 0 and "removed 10" in removed.stdout
+    missing = run_cli("gallery", "remove", "lancia", "--gallery", str(gallery))
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+
+
+def test_enrol_creates_a_new_gallery_from_the_shipped_one(tmp_path, lancia_photos):
+    gallery = tmp_path / "sub" / "new.npz"
+    out = run_cli("enroll", "my-fleet-badge", *map(str, lancia_photos[:3]), "--gallery", str(gallery), "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["created"] and result["enrolled"] == 3
+    shipped, new = Gallery.load(SHIPPED), Gallery.load(gallery)
+    assert len(new.brands) == len(shipped.brands) + 3 and "my-fleet-badge" not in shipped.brand_names
+
+
+def test_enrol_rejects_a_bad_brand_name_and_empty_input(tmp_path):
+    out = run_cli("enroll", "Alfa Romeo!", str(tmp_path), "--gallery", str(tmp_path / "g.npz"))
+    assert out.returncode == 2 and "not a slug" in out.stderr
+    out = run_cli("enroll", "alfa-romeo", str(tmp_path), "--gallery", str(tmp_path / "g.npz"))
+    assert out.returncode == 2 and "nothing to enrol" in out.stderr
