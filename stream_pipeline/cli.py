@@ -12,6 +12,7 @@ import os
 import sys
 
 from stream_pipeline.core.errors import UserError
+from stream_pipeline.core.redaction import RedactingFormatter, redact
 
 log = logging.getLogger("stream_pipeline")
 
@@ -87,14 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_native_logs(args.verbose)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+    # Every log line, from any library, goes out with camera credentials masked.
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"stream-pipeline: error: {exc}", file=sys.stderr)
+        print(f"stream-pipeline: error: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("stream-pipeline: interrupted", file=sys.stderr)

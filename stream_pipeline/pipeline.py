@@ -11,12 +11,13 @@ from pathlib import Path
 
 from stream_pipeline.brands.recognizer import VEHICLE_PAD, BrandRecognizer, crop, track_decision
 from stream_pipeline.core.config import PipelineConfig
-from stream_pipeline.core.errors import SourceError
+from stream_pipeline.core.errors import OutputError, SourceError
 from stream_pipeline.core.records import VehicleRecord, utc_now_iso
 from stream_pipeline.core.types import Detections, Frame
 from stream_pipeline.detection import VehicleDetector
 from stream_pipeline.sinks.annotate import Annotator
 from stream_pipeline.sinks.events import EventLog, VehicleCsv
+from stream_pipeline.sinks.outdir import prepare_out_dir
 from stream_pipeline.sinks.snapshots import SnapshotWriter
 from stream_pipeline.sinks.video import VideoSink
 from stream_pipeline.sinks.window import LiveWindow
@@ -80,13 +81,14 @@ class Pipeline:
         should_stop: Callable[[], bool] | None = None,
     ) -> RunSummary:
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        prepare_out_dir(out)
         frame_source = open_source(source, self.config.source)
         summary = RunSummary(source=frame_source.name, out_dir=out)
         clock = summary.stage_s
         progress = progress or ProgressCallback()
         cfg = self.config.output
         started = time.perf_counter()
+        output_failure: OutputError | None = None
         with ExitStack() as stack:
             # Sinks first: whatever happens to the source, they are closed (finalised) last.
             events = stack.enter_context(EventLog(out / "events.jsonl"))
@@ -106,6 +108,9 @@ class Pipeline:
             events.write({"event": "stream", "status": "started", "source": frame_source.name,
                           "live": frame_source.is_live, "fps": round(frame_source.fps, 3),
                           "total_frames": frame_source.total_frames, "wall_time": utc_now_iso()})
+            # Live gaps (`stalled` / `resumed`), so consumers know an interval had no data.
+            frame_source.on_status = lambda status: events.write(
+                {"event": "stream", **status, "source": frame_source.name, "wall_time": utc_now_iso()})
             progress.start(frame_source)
 
             def finish(track: TrackState) -> None:
@@ -143,11 +148,23 @@ class Pipeline:
                 summary.stopped_by = "interrupted"
             except SourceError as exc:
                 summary.stopped_by, summary.error = "error", str(exc)
+            except OutputError as exc:
+                # An output cannot be written (disk full...): what still can be is finalised, the
+                # end event says "error", and the run fails.
+                summary.stopped_by, summary.error = "error", str(exc)
+                output_failure = exc
             finally:
+                progress.stop()
                 # End of input, quit, Ctrl-C or a lost stream: every open track is reported.
                 for track in tracker.flush():
                     finish(track)
-                progress.stop()
+                if video is not None:
+                    # Finalised before the end event, which then tells whether the video is complete.
+                    try:
+                        video.close()
+                    except OutputError as exc:
+                        summary.stopped_by, summary.error = "error", summary.error or str(exc)
+                        output_failure = output_failure or exc
                 summary.elapsed_s = time.perf_counter() - started
                 summary.frames_dropped = frame_source.frames_dropped
                 summary.codec = video.codec_name if video is not None else None
@@ -158,6 +175,8 @@ class Pipeline:
                               "truncated": truncated, "vehicles": summary.vehicles,
                               "brands_decided": summary.brands_decided, "elapsed_s": round(summary.elapsed_s, 3),
                               "fps": round(summary.fps, 2), "codec": summary.codec, "wall_time": utc_now_iso()})
+        if output_failure is not None:
+            raise output_failure
         return summary
 
     def _step(

@@ -138,7 +138,7 @@ def test_classify_json_cli(tmp_path: Path, test_records):
         cv2.imwrite(str(p), load_record_image(SHARED, r))
         paths.append(str(p))
     proc = subprocess.run([sys.executable, "-m", "stream_pipeline", "classify", *paths, "--json"],
-                          capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
+                          capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.strip().splitlines()]
     assert [d["path"] for d in lines] == paths
@@ -159,7 +159,7 @@ def test_classify_json_cli(tmp_path: Path, test_records):
     for line in no_gallery.stdout.strip().splitlines():
         assert all(slug in softmax_labels for slug, _ in json.loads(line)["top"])
     bad = subprocess.run([sys.executable, "-m", "stream_pipeline", "classify", str(tmp_path / "none.jpg"), "--json"],
-                         capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
+                         capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600)
     assert bad.returncode != 0 and "cannot read" in bad.stderr
 
 

@@ -23,3 +23,9 @@ class ConfigError(UserError):
     """The YAML configuration is unreadable or invalid."""
 
     exit_code = 2
+
+
+class OutputError(UserError):
+    """The output folder cannot be written (not a folder, read-only, disk full)."""
+
+    exit_code = 5

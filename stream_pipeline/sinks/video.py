@@ -3,18 +3,23 @@
 OpenCV's pip wheels ship FFmpeg without an H.264 encoder, so H.264 (playable in every
 browser and player) goes through PyAV. Frames are written as they come: if the run
 stops early the file is still finalised by `close()` (context manager exit).
+
+The file is written as `<name>.partial.mp4` and renamed to its final name once finalised,
+so a video that could not be finished (disk full, killed process) never looks complete.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from stream_pipeline.core.errors import UserError
+from stream_pipeline.core.errors import OutputError, UserError
+from stream_pipeline.sinks.outdir import output_error
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +29,8 @@ class VideoSink:
         self, path: str | Path, fps: float, codec: str = "auto", preset: str = "superfast", crf: int = 23
     ) -> None:
         self.path = Path(path)
+        self.partial_path = self.path.with_name(f"{self.path.stem}.partial{self.path.suffix}")
+        self.failed = False
         self.preset, self.crf = preset, crf
         self.fps = fps if fps > 0 else 25.0
         self.requested = codec
@@ -35,6 +42,12 @@ class VideoSink:
         self._cv_writer: cv2.VideoWriter | None = None
 
     def __enter__(self) -> "VideoSink":
+        # A run owns its output folder: an older video of the same name must not pass for this run's.
+        try:
+            self.path.unlink(missing_ok=True)
+            self.partial_path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise output_error(self.path, exc) from None
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -42,14 +55,17 @@ class VideoSink:
 
     def _open(self, width: int, height: int) -> None:
         self._size = (width, height)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise output_error(self.path, exc) from None
         if self.requested in ("auto", "h264") and self._open_h264(width, height):
             return
         if self.requested == "h264":
             raise UserError("H.264 encoding requested (output.codec: h264) but libx264 is not available")
-        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
+        writer = cv2.VideoWriter(str(self.partial_path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
         if not writer.isOpened():
-            raise UserError(f"cannot write video {self.path}")
+            raise OutputError(f"cannot write video {self.partial_path}")
         self._cv_writer = writer
         self.codec_name = "mp4v (MPEG-4 part 2, OpenCV)"
         log.warning("H.264 encoder unavailable; writing %s with the fallback codec %s", self.path, self.codec_name)
@@ -60,9 +76,13 @@ class VideoSink:
         except ImportError:
             return False
         try:
-            container = av.open(str(self.path), mode="w")
+            container = av.open(str(self.partial_path), mode="w")
+        except OSError as exc:  # PyAV's errno errors are OSErrors: the folder, not the encoder
+            raise output_error(self.partial_path, exc) from None
+        try:
             stream = container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
         except (av.error.FFmpegError, ValueError) as exc:
+            container.close()
             log.debug("libx264 unavailable: %s", exc)
             return False
         # yuv420p needs even dimensions; odd frames get one padded row/column.
@@ -75,6 +95,8 @@ class VideoSink:
         return True
 
     def write(self, image: np.ndarray) -> None:
+        if self.failed:
+            return  # the first failure is on its way up
         height, width = image.shape[:2]
         if self._size is None:
             self._open(width, height)
@@ -87,20 +109,43 @@ class VideoSink:
             if image.shape[1] % 2 or image.shape[0] % 2:
                 image = cv2.copyMakeBorder(image, 0, image.shape[0] % 2, 0, image.shape[1] % 2, cv2.BORDER_REPLICATE)
             frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-            for packet in self._av_stream.encode(frame):
-                self._av_container.mux(packet)
+            try:
+                for packet in self._av_stream.encode(frame):
+                    self._av_container.mux(packet)
+            except OSError as exc:
+                self.failed = True
+                raise output_error(self.partial_path, exc) from None
         else:
             self._cv_writer.write(image)
         self.frames_written += 1
 
     def close(self) -> None:
+        """Finalise the file and give it its final name; a video that cannot be finished keeps `.partial`."""
+        opened = self._av_container is not None or self._cv_writer is not None
+        error: OSError | None = None
         if self._av_container is not None:
             try:
-                for packet in self._av_stream.encode():  # flush delayed frames
-                    self._av_container.mux(packet)
+                if not self.failed:
+                    for packet in self._av_stream.encode():  # flush delayed frames
+                        self._av_container.mux(packet)
+            except OSError as exc:
+                error = exc
             finally:
-                self._av_container.close()
+                try:
+                    self._av_container.close()  # writes the index (moov): the file becomes playable
+                except OSError as exc:
+                    error = error or exc
                 self._av_container = self._av_stream = None
         if self._cv_writer is not None:
             self._cv_writer.release()
             self._cv_writer = None
+        if not opened or self.failed:
+            return
+        if error is None:
+            try:
+                os.replace(self.partial_path, self.path)
+                return
+            except OSError as exc:
+                error = exc
+        self.failed = True
+        raise output_error(self.partial_path, error)

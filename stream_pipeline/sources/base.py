@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import abc
-import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+from stream_pipeline.core.redaction import redact
 from stream_pipeline.core.types import Frame
 
-
-def redact(url: str) -> str:
-    """Hide the password of `rtsp://user:pass@host/...` so logs and events don't leak it."""
-    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
+__all__ = ["CaptureSource", "FrameSource", "redact"]
 
 
 class FrameSource(abc.ABC):
@@ -23,6 +20,9 @@ class FrameSource(abc.ABC):
 
     name: str  # printable name (credentials redacted)
     is_live: bool
+    # Called (in the consumer's thread, from `frames()`) with stream status changes such as
+    # {"status": "stalled", ...}; the pipeline writes them as `stream` events.
+    on_status: Callable[[dict], None] | None = None
 
     def __enter__(self) -> "FrameSource":
         self.open()

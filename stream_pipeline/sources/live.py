@@ -4,15 +4,26 @@ A reader thread pulls frames as fast as the device delivers them and keeps only 
 newest, so a slow pipeline skips frames instead of falling behind real time. If no
 frame arrives for `read_timeout_s`, or the stream ends, the reader reopens it (up to
 `max_reconnects` attempts in a row) instead of handing out stale or black frames.
+
+Stale frames around a freeze come from two places, and both are dropped:
+- OpenCV's FFmpeg reader, when its read timeout fires, returns a picture still queued in
+  the (frame-threaded) H.264 decoder instead of failing: one picture from before the
+  freeze per timeout, stamped seconds late. A read that took the whole timeout is a stall.
+- After a reconnect a camera or server may start by re-sending its last picture; frames
+  identical to the last one delivered are dropped until a new picture arrives.
+Each gap is reported through `on_status`: `stalled` when it starts, `resumed` (with the
+seconds lost) when a new picture arrives.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -24,14 +35,29 @@ from stream_pipeline.sources.base import CaptureSource, redact
 
 log = logging.getLogger(__name__)
 
+# Kernel device names (/dev/video0) and udev's stable links (/dev/v4l/by-id/..., by-path/...).
+_WEBCAM_PATH = re.compile(r"^/dev/(video\d+|v4l/.+)$")
+
 
 def parse_webcam(source: str) -> int | str | None:
-    """`0` -> 0, `/dev/video0` -> the path; None when `source` is not a webcam."""
-    if source.isdigit():
-        return int(source)
-    if source.startswith("/dev/video"):
-        return source
+    """`0` -> 0, `/dev/video0` or `/dev/v4l/by-id/...` -> the path; None when `source` is not a webcam."""
+    text = source.strip()
+    if text.isascii() and text.isdigit():
+        return int(text)
+    if _WEBCAM_PATH.match(text):
+        return text
     return None
+
+
+@dataclass
+class _Gap:
+    """A stretch without new pictures: from the last frame delivered to the next new one."""
+
+    last_index: int
+    last_stream_s: float
+    reconnects: int = 0
+    stale_dropped: int = 0
+    reopened_at: float | None = None  # monotonic time of the last successful reopen
 
 
 class LiveSource(CaptureSource):
@@ -47,32 +73,45 @@ class LiveSource(CaptureSource):
         self._latest: Frame | None = None
         self._delivered_index = -1
         self._error: SourceError | None = None
+        self._notices: list[dict] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._read_count = 0
         self._dropped = 0
+        self._stale = 0
+        self._last_image: np.ndarray | None = None
+        self._gap: _Gap | None = None
         self._t0 = 0.0
         self.reconnects = 0
 
     # -- opening --------------------------------------------------------------------
-    def _open_capture(self) -> cv2.VideoCapture:
+    def _create_capture(self):
+        """The device or stream capture (anything with cv2.VideoCapture's read/get/isOpened/release)."""
+        if self._webcam is not None:
+            return cv2.VideoCapture(self._webcam, cv2.CAP_V4L2 if os.name == "posix" else cv2.CAP_ANY)
         timeout_ms = int(self.config.open_timeout_s * 1000)
         read_ms = int(self.config.read_timeout_s * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_ms]
-        if self._webcam is not None:
-            capture = cv2.VideoCapture(self._webcam, cv2.CAP_V4L2 if os.name == "posix" else cv2.CAP_ANY)
-        else:
-            # FFmpeg reads its RTSP options from this variable at open time.
-            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{self.config.rtsp_transport}"
-            capture = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, params)
+        # FFmpeg reads its RTSP options from this variable at open time.
+        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{self.config.rtsp_transport}"
+        return cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, params)
+
+    def _open_capture(self):
+        try:
+            capture = self._create_capture()
+        except cv2.error as exc:
+            raise SourceError(f"cannot open {self._kind} {self.name}: {redact(str(exc).strip())}") from None
         if not capture.isOpened():
             capture.release()
-            kind = "webcam" if self._webcam is not None else "stream"
-            raise SourceError(f"cannot open {kind} {self.name} (unreachable, refused or not a video stream)")
+            raise SourceError(f"cannot open {self._kind} {self.name} (unreachable, refused or not a video stream)")
         fps = capture.get(cv2.CAP_PROP_FPS)
         if fps and 1.0 <= fps <= 240.0:
             self._fps = float(fps)
         return capture
+
+    @property
+    def _kind(self) -> str:
+        return "webcam" if self._webcam is not None else "stream"
 
     def open(self) -> None:
         self._capture = self._open_capture()
@@ -92,31 +131,54 @@ class LiveSource(CaptureSource):
 
     @property
     def frames_read(self) -> int:
-        """Frames decoded from the device so far (delivered or dropped)."""
+        """Frames decoded from the device so far (delivered or dropped as superseded)."""
         return self._read_count
 
+    @property
+    def frames_stale(self) -> int:
+        """Pictures from before a freeze that were dropped instead of handed out."""
+        return self._stale
+
     # -- reader thread --------------------------------------------------------------
+    def _read(self) -> tuple[np.ndarray | None, str]:
+        """One new picture, or None and why: "timeout", "failed", "stale" or "repeat"."""
+        if self._capture is None:
+            return None, "failed"
+        started = time.monotonic()
+        ok, image = self._capture.read()
+        if not ok or image is None:
+            return None, "timeout" if time.monotonic() - started >= self.config.read_timeout_s else "failed"
+        if time.monotonic() - started >= self.config.read_timeout_s:
+            # The read timeout fired and FFmpeg handed out a picture left in the decoder.
+            self._stale += 1
+            return None, "stale"
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        gap = self._gap
+        last = self._last_image
+        if gap is not None and last is not None and image.shape == last.shape and np.array_equal(image, last):
+            self._stale += 1
+            gap.stale_dropped += 1
+            return None, "repeat"
+        return image, ""
+
     def _reader(self) -> None:
         failures = 0
         while not self._stop.is_set():
-            ok, image = self._capture.read() if self._capture is not None else (False, None)
-            if ok and image is not None:
+            image, why = self._read()
+            if image is not None:
                 failures = 0
-                if image.ndim == 2:
-                    image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-                frame = Frame(
-                    image=np.ascontiguousarray(image),
-                    index=self._read_count,
-                    timestamp_s=time.monotonic() - self._t0,
-                    source=self.name,
-                )
-                self._read_count += 1
-                with self._cond:
-                    if self._latest is not None and self._latest.index > self._delivered_index:
-                        self._dropped += 1  # the consumer never saw the previous one
-                    self._latest = frame
-                    self._cond.notify_all()
+                self._deliver(image)
                 continue
+            gap = self._gap
+            if why == "repeat" and gap is not None and gap.reopened_at is not None:
+                if time.monotonic() - gap.reopened_at < self.config.read_timeout_s:
+                    continue
+                why = "frozen"  # only the old picture for a whole read timeout: reconnect again
+            if gap is None:
+                gap = self._start_gap(why)
+            if why == "stale":
+                gap.stale_dropped += 1
             # Read failed: stream ended, camera froze past the read timeout, or network loss.
             failures += 1
             if failures > self.config.max_reconnects:
@@ -132,10 +194,53 @@ class LiveSource(CaptureSource):
                 return
             try:
                 self._capture = self._open_capture()
-                self.reconnects += 1
-                log.info("reconnected to %s", self.name)
             except SourceError as exc:
                 log.warning("%s", exc)
+                continue
+            self.reconnects += 1
+            if self._gap is not None:
+                self._gap.reconnects += 1
+                self._gap.reopened_at = time.monotonic()
+            log.info("reconnected to %s", self.name)
+
+    def _deliver(self, image: np.ndarray) -> None:
+        frame = Frame(
+            image=np.ascontiguousarray(image),
+            index=self._read_count,
+            timestamp_s=time.monotonic() - self._t0,
+            source=self.name,
+        )
+        self._read_count += 1
+        self._last_image = frame.image
+        notice = None
+        if self._gap is not None:
+            gap, self._gap = self._gap, None
+            lost = frame.timestamp_s - gap.last_stream_s
+            notice = {"status": "resumed", "stream_s": round(frame.timestamp_s, 3), "frame": frame.index,
+                      "seconds_lost": round(lost, 3), "reconnects": gap.reconnects,
+                      "stale_frames_dropped": gap.stale_dropped}
+            log.info("%s resumed: %.1f s without new frames", self.name, lost)
+        with self._cond:
+            if notice is not None:
+                self._notices.append(notice)
+            if self._latest is not None and self._latest.index > self._delivered_index:
+                self._dropped += 1  # the consumer never saw the previous one
+            self._latest = frame
+            self._cond.notify_all()
+
+    def _start_gap(self, why: str) -> _Gap:
+        latest = self._latest
+        last_index = latest.index if latest is not None else -1
+        last_s = latest.timestamp_s if latest is not None else 0.0
+        self._gap = _Gap(last_index=last_index, last_stream_s=last_s)
+        timeout = f"no new frame for {self.config.read_timeout_s:g} s"
+        reason = {"timeout": timeout, "stale": timeout,
+                  "frozen": "only repeats of the last picture", "failed": "read failed (stream ended or connection lost)"}
+        with self._cond:
+            self._notices.append({"status": "stalled", "stream_s": round(last_s, 3), "last_frame": last_index,
+                                  "reason": reason.get(why, why)})
+            self._cond.notify_all()
+        return self._gap
 
     def _fail(self, error: SourceError) -> None:
         with self._cond:
@@ -143,23 +248,34 @@ class LiveSource(CaptureSource):
             self._cond.notify_all()
 
     # -- consumer ---------------------------------------------------------------------
+    def _fresh(self) -> bool:
+        return self._latest is not None and self._latest.index > self._delivered_index
+
     def frames(self) -> Iterator[Frame]:
         # The consumer waits at most this long; the reader's own reconnect cycle is
         # bounded, so the wait covers a full reconnect series before giving up.
         patience = (self.config.read_timeout_s + self.config.reconnect_delay_s + self.config.open_timeout_s) * (
             self.config.max_reconnects + 1
         )
+        deadline = time.monotonic() + patience
         while True:
+            frame = None
             with self._cond:
-                deadline = time.monotonic() + patience
-                while (self._latest is None or self._latest.index <= self._delivered_index) and self._error is None:
+                while not self._notices and not self._fresh() and self._error is None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise SourceError(f"no frames from {self.name} for {patience:.0f} s")
                     self._cond.wait(timeout=min(remaining, 0.5))
-                if self._latest is not None and self._latest.index > self._delivered_index:
+                notices, self._notices = self._notices, []
+                if not notices:
+                    if not self._fresh():
+                        raise self._error
                     frame = self._latest
                     self._delivered_index = frame.index
-                else:
-                    raise self._error
-            yield frame
+            # Status changes go out first, in the consumer's thread, before the frame that follows them.
+            for notice in notices:
+                if self.on_status is not None:
+                    self.on_status(notice)
+            if frame is not None:
+                yield frame
+                deadline = time.monotonic() + patience
