@@ -142,3 +142,33 @@ def test_far_vehicles_keep_the_wheel_limits():
     wheel = Detections(np.array([[40, 110, 130, 195]], np.float32), np.array([0.8], np.float32), np.zeros(1, np.int32))
     assert chooser(image, wheel, close_up=False) is None
     assert chooser(image, wheel, close_up=True) is None
+
+
+def _write_close_up_clip(path: Path, first: int = 200, last: int = 392) -> None:
+    """dashcam_uk_vw_hyundai zoomed 2.3x on the Hyundai's rear (cut by the frame's right edge)."""
+    cap = cv2.VideoCapture(str(shared_dir() / "videos" / "dashcam_uk_vw_hyundai.mp4"))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (1280, 720))
+    try:
+        for index in range(last + 1):
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if index >= first:
+                out.write(cv2.resize(frame[402:558, 380:660], (1280, 720)))
+    finally:
+        cap.release()
+        out.release()
+
+
+def test_close_up_clip_is_named_hyundai(tmp_path: Path):
+    from tests.conftest import read_events, run_cli
+
+    clip = tmp_path / "hyundai_close_up.mp4"
+    _write_close_up_clip(clip)
+    out = tmp_path / "out"
+    result = run_cli("run", str(clip), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    vehicles = [e for e in read_events(out / "events.jsonl") if e["event"] == "vehicle"]
+    police = max(vehicles, key=lambda v: v["frames_seen"])
+    assert police["brand"] == "hyundai", police
