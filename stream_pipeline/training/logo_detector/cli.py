@@ -87,7 +87,7 @@ def _ship(run_dir: Path, imgsz: int, full_imgsz: int = 640) -> int:
     folders = tuple(d for d in (WORK_DIR / "swap_test_unseen", WORK_DIR / "synth_unseen") if d.is_dir())
     report = evaluate.evaluate(export_dir, full_imgsz=full_imgsz, crop_imgsz=imgsz, folders=folders)
     meta["conf"] = report["conf"]
-    meta["conf_rule"] = report["conf_choice"]["rule"] + " on val vehicle crops and street windows (IoU 0.5)"
+    meta["conf_rule"] = report["conf_choice"]["rule"] + " on val vehicle crops (IoU 0.5)"
     meta["train_run"] = run_dir.name
     METADATA_FILE.write_text(json.dumps(meta, indent=1) + "\n")
     evaluate.save_report(report, MODEL_DIR / "evaluation.json")

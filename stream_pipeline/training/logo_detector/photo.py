@@ -4,7 +4,7 @@ The detector is trained on vehicle-sized crops (metadata imgsz, 416 px). On a wh
 badge scale is unknown, so "auto" mode does what the pipeline does: find the vehicles with the
 COCO detector (../shared/models/yolo11n_int8_openvino_model), run the badge detector on
 each vehicle crop (5 % margin), and adds whole-image passes (at the crop size, and at
-metadata's full_frame_imgsz 640 when the image is larger) for close-ups, inputs that are
+metadata's full_frame_imgsz 640 when the image is at least the crop size) for close-ups, inputs that are
 already vehicle crops, and missed vehicles, and, on large photos, overlapping
 tiles of the crop size (badges at native scale) for small badges on vehicles the COCO detector
 misses or shrinks. Boxes from all passes are merged with NMS, in the input image's pixels.
@@ -83,8 +83,10 @@ def detect_in_photo(
     h, w = image.shape[:2]
     sizes = [detector.imgsz]  # the image may itself be a vehicle crop: the trained scale
     full = int(whole_imgsz or detector.metadata.get("full_frame_imgsz", 640))
-    if max(h, w) > 1.25 * detector.imgsz and full != detector.imgsz:
-        sizes.append(full)  # a larger photo: also look for small badges at the full-frame size
+    if max(h, w) >= detector.imgsz and full != detector.imgsz:
+        # a photo: also look for small badges at the full-frame size, even if that up-scales it a
+        # little (480-px val photos: recall at P >= 0.85, IoU 0.3, 0.63 -> 0.70 with this pass)
+        sizes.append(full)
     boxes, scores = [], []
     for size in sizes:
         [whole] = detector.detect([image], conf=conf, imgsz=size)
