@@ -130,3 +130,83 @@ def test_ship_only_uses_the_runs_own_input_size(tmp_path):
     assert _run_imgsz(run) is None  # no run yet: the caller falls back to the default size
     (run / "args.yaml").write_text("task: detect\nimgsz: 416\nbatch: 16\n")
     assert _run_imgsz(run) == 416
+
+
+@pytest.mark.skipif(shared_dir(required=False) is None, reason="../shared data not available")
+def test_windows_of_one_photo_share_a_split_and_every_window_is_split():
+    import csv
+
+    manifest = json.loads(SPLIT_MANIFEST.read_text())
+    root = shared_dir() / "data" / "street-badges"
+    with (root / "sources.csv").open(newline="") as f:
+        photo = {row["window"]: row["repository"] + ":" + row["commit:path"] for row in csv.DictReader(f)}
+    where: dict[str, set[str]] = {}
+    for name in ("train", "val", "test"):
+        for key in manifest[name]:
+            if key.startswith("street-badges/"):
+                where.setdefault(photo[key.split("/", 1)[1]], set()).add(name)
+    split_windows = sum(1 for name in ("train", "val", "test") for k in manifest[name] if k.startswith("street-badges/"))
+    assert split_windows + len(manifest.get("excluded", [])) == len(photo) == 3003
+    assert len(where) > 2700  # several windows per photo for a few photos only
+    assert all(len(splits) == 1 for splits in where.values())
+    for name in ("val", "test"):  # the new set reaches the held-out splits too
+        assert manifest["counts_by_set"][name]["street-badges"] > 300
+
+
+@pytest.mark.skipif(shared_dir(required=False) is None, reason="../shared data not available")
+def test_extend_split_keeps_old_images_and_groups_windows_by_photo():
+    from stream_pipeline.training.logo_detector.common import load_samples
+    from stream_pipeline.training.logo_detector.dataset import extend_split
+
+    old = [s for s in load_samples(["logo-boxes"])][:30]
+    windows = load_samples(["street-badges"])
+    by_photo: dict[str, list] = {}
+    for w in windows:
+        by_photo.setdefault(w.origin, []).append(w)
+    multi = [ws for ws in by_photo.values() if len(ws) > 1][:15]
+    single = [ws[0] for ws in by_photo.values() if len(ws) == 1][:60]
+    new = [w for ws in multi for w in ws] + single
+    manifest = {"train": [s.key for s in old[:20]], "val": [s.key for s in old[20:25]], "test": [s.key for s in old[25:]]}
+    out = extend_split(old + new, manifest)
+    for name in ("train", "val", "test"):
+        assert set(manifest[name]) <= set(out[name])  # nothing already split moves
+    split_of = {k: name for name in ("train", "val", "test") for k in out[name]}
+    assert all(w.key in split_of for w in new)
+    for ws in multi:
+        assert len({split_of[w.key] for w in ws}) == 1, [w.key for w in ws]
+    assert {split_of[w.key] for w in single} == {"train", "val", "test"}
+
+
+@pytest.mark.skipif(shared_dir(required=False) is None, reason="../shared data not available")
+def test_close_range_windows_and_hard_negatives_on_real_windows():
+    import random
+
+    from stream_pipeline.training.logo_detector.common import load_samples
+    from stream_pipeline.training.logo_detector.dataset import (
+        CLOSE_MIN_BADGE_PX,
+        _inside_fraction,
+        close_window,
+        crop_labels,
+        hard_negative,
+    )
+
+    rng = random.Random(0)
+    samples = [s for s in load_samples(["street-badges"])[:400] if len(s.boxes) == 1]
+    closes = negatives = 0
+    for s in samples:
+        [box] = s.boxes
+        c = close_window(s, rng)
+        if c is None:
+            assert max(box.w, box.h) < CLOSE_MIN_BADGE_PX
+        else:
+            closes += 1
+            [lab] = crop_labels(s, c)
+            side = c[2] - c[0]
+            # the badge is whole and 20-50 % of the window (more when the photo edge caps the window)
+            assert _inside_fraction(box, c) > 0.99
+            assert max(lab[2] - lab[0], lab[3] - lab[1]) / side >= 0.19
+        n = hard_negative(s, [], rng)
+        if n is not None:
+            negatives += 1
+            assert _inside_fraction(box, n) == 0.0 and crop_labels(s, n, min_inside=0.01) == []
+    assert closes > 50 and negatives > 0.7 * len(samples)

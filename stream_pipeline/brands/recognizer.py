@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stream_pipeline.brands.badge_choice import BadgeChooser, is_close_up
 from stream_pipeline.brands.votes import BrandDecision, BrandVotes
 from stream_pipeline.core.config import BrandsConfig
 from stream_pipeline.core.errors import ModelError
@@ -102,6 +103,7 @@ class BrandRecognizer:
             self.classifier.use_gallery(gallery)
         # Cut badges exactly as the classifier's training crops were cut.
         self.badge_margin = float(self.classifier.metadata.get("crop_margin", BADGE_MARGIN))
+        self.choose_badge = BadgeChooser(config)
         self._tick = 0
 
     def new_track_state(self) -> TrackBrand:
@@ -122,17 +124,6 @@ class BrandRecognizer:
         decided = state.votes.decision()
         return not (decided.brand != UNKNOWN_BRAND and decided.votes >= self.config.stop_after_votes)
 
-    def _plausible(self, logos: Detections, width: int, height: int) -> Detections:
-        """Drop logo boxes where no badge sits: too low on the vehicle or too big (wheels)."""
-        if len(logos) == 0:
-            return logos
-        center_y = (logos.xyxy[:, 1] + logos.xyxy[:, 3]) / 2 / max(1, height)
-        box_width = (logos.xyxy[:, 2] - logos.xyxy[:, 0]) / max(1, width)
-        box_height = (logos.xyxy[:, 3] - logos.xyxy[:, 1]) / max(1, height)
-        c = self.config
-        keep = (center_y <= c.badge_max_center_y) & (box_width <= c.badge_max_width) & (box_height <= c.badge_max_height)
-        return logos[keep]
-
     def process(self, frame: Frame, tracked: Detections, tracks: dict[int, TrackState]) -> list[BrandChange]:
         """Read badges on some tracked vehicles; returns tracks whose decided brand changed."""
         self._tick += 1
@@ -147,7 +138,8 @@ class BrandRecognizer:
         candidates.sort(key=lambda item: item[:2])
         selected = candidates[: self.config.max_vehicles_per_frame]
 
-        vehicle_crops, origins, chosen = [], [], []
+        vehicle_crops, origins, chosen, close_ups = [], [], [], []
+        frame_h, frame_w = frame.image.shape[:2]
         for _, _, row, track in selected:
             track.brand.last_attempt_tick = self._tick
             vehicle, origin = crop(frame.image, tracked.xyxy[row], VEHICLE_PAD)
@@ -155,16 +147,18 @@ class BrandRecognizer:
                 vehicle_crops.append(vehicle)
                 origins.append(origin)
                 chosen.append(track)
+                close_ups.append(
+                    is_close_up(tracked.xyxy[row], frame_w, frame_h, self.config.closeup_min_frame_fraction)
+                )
         if not vehicle_crops:
             return []
 
         logo_results = self.logo_detector.detect(vehicle_crops)
         badges, badge_boxes, badge_tracks = [], [], []
-        for track, origin, vehicle, logos in zip(chosen, origins, vehicle_crops, logo_results):
-            logos = self._plausible(logos, vehicle.shape[1], vehicle.shape[0])
-            if len(logos) == 0:
+        for track, origin, vehicle, logos, close_up in zip(chosen, origins, vehicle_crops, logo_results, close_ups):
+            best = self.choose_badge(vehicle, logos, close_up)
+            if best is None:
                 continue
-            best = int(np.argmax(logos.confidence))
             box = logos.xyxy[best] + np.concatenate([origin, origin])
             badge, _ = crop(frame.image, box, self.badge_margin)
             if badge.size == 0:

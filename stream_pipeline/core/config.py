@@ -94,6 +94,14 @@ class BrandsConfig(_Section):
     badge_max_center_y: float = Field(0.78, gt=0.0, le=1.0)
     badge_max_width: float = Field(0.16, gt=0.0, le=1.0)
     badge_max_height: float = Field(0.25, gt=0.0, le=1.0)
+    # Close-ups: a vehicle whose box spans at least closeup_min_frame_fraction of the frame's
+    # width or height is near the camera, its box is only the part in view, and its badge can
+    # be a large part of it: boxes centred above badge_closeup_max_center_y may then be up to
+    # these fractions of the vehicle box (wheels, the reason for the limits, sit lower).
+    closeup_min_frame_fraction: float = Field(0.4, gt=0.0, le=1.0)
+    badge_closeup_max_center_y: float = Field(0.65, gt=0.0, le=1.0)
+    badge_closeup_max_width: float = Field(0.45, gt=0.0, le=1.0)
+    badge_closeup_max_height: float = Field(0.5, gt=0.0, le=1.0)
     # Per-track voting: a brand is decided after `min_votes` votes of which at least
     # `min_agreement` share name the same brand.
     min_votes: int = Field(3, ge=1, le=1000)

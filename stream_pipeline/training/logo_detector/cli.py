@@ -242,8 +242,9 @@ def add_commands(subparsers) -> None:
         "--mode",
         choices=("auto", "crop", "full"),
         default="auto",
-        help="auto (default): vehicle crops found by the COCO detector + one whole-image pass, merged; "
-        "crop: the image is a vehicle crop (one pass at the crop size, 320); full: one pass at 640",
+        help="auto (default): vehicle crops found by the COCO detector + whole-image passes (+ tiles of the "
+        "crop size on photos over twice that), merged; crop: the image is a vehicle crop (one pass at the crop "
+        "size); full: one pass at 640",
     )
     d.add_argument("--imgsz", type=int, default=None, help="override the (whole-image) input size")
     d.set_defaults(func=_cmd_detect)

@@ -18,7 +18,13 @@ METADATA_FILE = MODEL_DIR / "metadata.json"
 SOURCES = {
     "logo-boxes": "data/logo-boxes",
     "logo-boxes-flickr": "data/logo-boxes-flickr",
+    # Windows (~8 badge widths, 128-288 px) cut around the badges of 2,764 further street
+    # photos; sources.csv names each window's photo (windows of one photo share a split).
+    "street-badges": "data/street-badges",
 }
+# Sets whose images are windows around a badge, not whole photos: no vehicle detection
+# and no whole-photo evaluation on them; the window is the "vehicle crop".
+WINDOW_SOURCES = ("street-badges",)
 CLASS_NAMES = ["logo"]
 
 
@@ -72,6 +78,11 @@ class Sample:
     width: int
     height: int
     boxes: tuple[Box, ...]
+    origin: str = ""  # the photo a window was cut from ("" for whole photos: the key is the photo)
+
+    @property
+    def is_window(self) -> bool:
+        return self.key.split("/", 1)[0] in WINDOW_SOURCES
 
     @property
     def brand(self) -> str:
@@ -115,14 +126,26 @@ def load_samples(sources: list[str] | None = None) -> list[Sample]:
         root = shared_source_dir(source)
         names_file = root / "classes.txt"
         names = [n.strip() for n in names_file.read_text().splitlines() if n.strip()] if names_file.exists() else []
+        origins = _window_origins(root)
         for image in sorted((root / "images").iterdir()):
             if image.suffix.lower() not in {".jpg", ".jpeg", ".png", ".bmp"}:
                 continue
             with Image.open(image) as im:
                 width, height = im.size
             boxes = read_labels(root / "labels" / (image.stem + ".txt"), width, height, names)
-            samples.append(Sample(f"{source}/{image.name}", image, width, height, boxes))
+            samples.append(Sample(f"{source}/{image.name}", image, width, height, boxes, origins.get(image.name, "")))
     return samples
+
+
+def _window_origins(root: Path) -> dict[str, str]:
+    """window file -> "repository:commit:path" of its photo, from a set's sources.csv (if any)."""
+    import csv
+
+    table = root / "sources.csv"
+    if not table.is_file():
+        return {}
+    with table.open(newline="") as f:
+        return {row["window"]: f"{row['repository']}:{row['commit:path']}" for row in csv.DictReader(f)}
 
 
 def box_iou(a, b):

@@ -40,6 +40,8 @@ SPLIT_FRACTIONS = {"test": 0.15, "val": 0.15}
 SPLIT_SEED = 20261125
 VEHICLE_CLASSES = (2, 3, 5, 7)  # COCO car, motorcycle, bus, truck
 VEHICLES_CACHE = WORK_DIR / "vehicles.json"
+CLOSE_MIN_BADGE_PX = 20.0
+CLOSE_BADGE_FRACTION = (0.2, 0.5)  # badge width / window width of the close-range windows
 
 
 # --------------------------------------------------------------------------- split
@@ -57,9 +59,14 @@ def _phashes(samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def group_near_duplicates(samples: list[Sample], threshold: int = PHASH_THRESHOLD) -> list[int]:
-    """Group id per sample: connected components of 'phash distance <= threshold'."""
+    """Group id per sample: connected components of 'phash distance <= threshold' or 'cut from
+    the same photo' (windows of one source photo, Sample.origin)."""
     plain, mirrored = _phashes(samples)
     sets = UnionFind(len(samples))
+    first_of_origin: dict[str, int] = {}
+    for i, s in enumerate(samples):
+        if s.origin:
+            sets.union(i, first_of_origin.setdefault(s.origin, i))
     for i in range(len(samples)):
         d = np.minimum((plain[i] != plain).sum(1), (mirrored[i] != plain).sum(1))
         for j in np.nonzero(d <= threshold)[0]:  # mirror distance is not symmetric: test every j
@@ -108,6 +115,70 @@ def make_split(samples: list[Sample], threshold: int = PHASH_THRESHOLD, seed: in
     }
 
 
+def extend_split(samples: list[Sample], manifest: dict, threshold: int = PHASH_THRESHOLD, seed: int = SPLIT_SEED) -> dict:
+    """Add the samples a manifest lacks (a new set) without moving any image it already has.
+
+    All images (old and new) are grouped together (pHash + source photo). A group holding
+    already-split images takes their split; a new image whose group holds old images of two
+    splits would join a leak either way and is left out (`excluded`). New-only groups are
+    stratified by set and brand, 70/15/15, as make_split does.
+    """
+    old = {k: name for name in ("train", "val", "test") for k in manifest[name]}
+    groups = group_near_duplicates(samples, threshold)
+    by_group: dict[int, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_group.setdefault(g, []).append(i)
+    split = {name: list(manifest[name]) for name in ("train", "val", "test")}
+    excluded, joined, strata = [], 0, {}
+    for members in by_group.values():
+        new = [i for i in members if samples[i].key not in old]
+        if not new:
+            continue
+        owners = {old[samples[i].key] for i in members if samples[i].key in old}
+        if len(owners) > 1:
+            excluded.extend(samples[i].key for i in new)
+        elif owners:
+            split[owners.pop()].extend(samples[i].key for i in new)
+            joined += len(new)
+        else:
+            first = samples[new[0]]
+            strata.setdefault(f"{first.key.split('/')[0]}:{first.brand}", []).append(new)
+    rng = random.Random(seed)
+    for stratum in sorted(strata):
+        glist = sorted(strata[stratum], key=lambda m: samples[m[0]].key)
+        rng.shuffle(glist)
+        total = sum(len(m) for m in glist)
+        counts = {"test": 0, "val": 0}
+        for members in glist:
+            target = next(
+                (name for name in ("test", "val") if counts[name] + len(members) / 2 <= SPLIT_FRACTIONS[name] * total),
+                "train",
+            )
+            if target != "train":
+                counts[target] += len(members)
+            split[target].extend(samples[i].key for i in members)
+    sources = sorted({k.split("/", 1)[0] for keys in split.values() for k in keys})
+    n_multi = sum(1 for m in by_group.values() if len(m) > 1)
+    return {
+        "description": f"Leakage-free split of ../shared/data/{{{', '.join(sources)}}} (keys: <set>/<file>). "
+        f"Near-duplicates (pHash of image or its mirror within {threshold}/64 bits) and windows cut from one "
+        "photo (street-badges/sources.csv) are grouped with union-find across all sets and share a split; "
+        "images split before a set was added keep their split; new groups are stratified by set and brand.",
+        "phash_threshold": threshold,
+        "seed": seed,
+        "groups_with_several_images": n_multi,
+        "new_images_joining_old_groups": joined,
+        "counts": {k: len(v) for k, v in split.items()},
+        "counts_by_set": {
+            name: {src: sum(1 for k in keys if k.startswith(src + "/")) for src in sources} for name, keys in split.items()
+        },
+        "excluded": sorted(excluded),
+        "train": sorted(split["train"]),
+        "val": sorted(split["val"]),
+        "test": sorted(split["test"]),
+    }
+
+
 def load_split(path: Path = SPLIT_MANIFEST) -> dict[str, list[str]]:
     if not path.exists():
         raise UserError(f"split manifest not found: {path} (run `stream-pipeline train-logo-detector --prepare-only`)")
@@ -128,6 +199,9 @@ def samples_by_split(split: dict[str, list[str]] | None = None) -> dict[str, lis
 def detect_vehicles(samples: list[Sample], cache: Path = VEHICLES_CACHE) -> dict[str, list[list[float]]]:
     """COCO vehicle boxes (xyxy, pixels) per sample key, cached in the work dir."""
     cached: dict[str, list[list[float]]] = json.loads(cache.read_text()) if cache.exists() else {}
+    for s in samples:
+        if s.is_window:  # a window around one badge is its own "vehicle crop" (see vehicle_crops)
+            cached[s.key] = []
     todo = [s for s in samples if s.key not in cached]
     if todo:
         from stream_pipeline.training.logo_detector.common import setup_offline_ultralytics
@@ -176,8 +250,10 @@ def vehicle_crops(
     around the badge. `rng` jitters margins (training); without it the crops are
     deterministic (evaluation).
     """
-    crops: list[tuple[int, int, int, int]] = []
     W, H = sample.width, sample.height
+    if sample.is_window:  # already cut around the badge at ~8 badge widths: the window is the crop
+        return [(0, 0, W, H)]
+    crops: list[tuple[int, int, int, int]] = []
     for box in sample.boxes:
         if any(_inside_fraction(box, c) >= 0.99 for c in crops):
             continue
@@ -252,6 +328,73 @@ def _negative_window(sample: Sample, vehicles: list[list[float]], rng: random.Ra
     return None
 
 
+def _overlaps(c, boxes, grow: float = 0.15) -> bool:
+    for b in boxes:
+        gx, gy = grow * (b[2] - b[0]), grow * (b[3] - b[1])
+        if min(c[2], b[2] + gx) > max(c[0], b[0] - gx) and min(c[3], b[3] + gy) > max(c[1], b[1] - gy):
+            return True
+    return False
+
+
+def close_window(sample: Sample, rng: random.Random, min_badge: float = CLOSE_MIN_BADGE_PX) -> tuple[int, int, int, int] | None:
+    """A close-range view: a window where one badge is 20-50 % of the width (a badge seen from a
+    few metres fills much of its vehicle crop; the labelled sets hardly have such crops, and
+    ultralytics' scale jitter (x0.5-1.5) does not reach them). Only badges of >= min_badge px,
+    so the up-scaled window is not just blur."""
+    boxes = [b for b in sample.boxes if max(b.w, b.h) >= min_badge]
+    if not boxes:
+        return None
+    box = rng.choice(boxes)
+    side = max(box.w, box.h) / rng.uniform(*CLOSE_BADGE_FRACTION)
+    side = min(side, float(min(sample.width, sample.height)))
+    x1 = rng.uniform(max(0.0, box.x2 - side), min(box.x1, sample.width - side))
+    y1 = rng.uniform(max(0.0, box.y2 - side), min(box.y1, sample.height - side))
+    return _clip_crop(x1, y1, x1 + side, y1 + side, sample.width, sample.height)
+
+
+def hard_negative(sample: Sample, vehicles: list[list[float]], rng: random.Random) -> tuple[int, int, int, int] | None:
+    """A window on the badge's own vehicle that holds no labelled badge: licence plate, lamps,
+    wheels, grille bars and model lettering, the parts a badge detector confuses with badges.
+
+    Half of the tries sit below the badge (the plate is under the badge on most cars), the rest
+    anywhere on the vehicle. Sizes span close-range views (a few badge widths) to a third of the
+    vehicle, so plates are seen at the scales badges are."""
+    if not sample.boxes:
+        return None
+    W, H = sample.width, sample.height
+    box = rng.choice(sample.boxes)
+    region = (0.0, 0.0, float(W), float(H))
+    if not sample.is_window:
+        holders = [v for v in vehicles if _inside_fraction(box, (v[0], v[1], v[2], v[3])) >= 0.8]
+        if holders:
+            region = tuple(min(holders, key=lambda v: (v[2] - v[0]) * (v[3] - v[1])))
+        else:  # no vehicle found: ~9 badge widths around the badge stand for it
+            side = 9.0 * max(box.w, box.h)
+            cx, cy = (box.x1 + box.x2) / 2, (box.y1 + box.y2) / 2
+            region = (max(0.0, cx - side / 2), max(0.0, cy - side / 2), min(W, cx + side / 2), min(H, cy + side / 2))
+    rw, rh = region[2] - region[0], region[3] - region[1]
+    badges = [b.xyxy() for b in sample.boxes]
+    big = max(box.w, box.h)
+    for _ in range(40):
+        side = rng.uniform(max(2.5 * big, 40.0), max(2.5 * big, 40.0, 0.45 * min(rw, rh)))
+        if side > min(rw, rh):
+            side = min(rw, rh)
+        if side < 32:
+            return None
+        if rng.random() < 0.5:  # below the badge: the plate zone
+            cx = (box.x1 + box.x2) / 2 + rng.uniform(-0.5, 0.5) * side
+            y1 = box.y2 + rng.uniform(0.15, 1.0) * big
+            x1 = cx - side / 2
+        else:
+            x1, y1 = rng.uniform(region[0], region[2] - side), rng.uniform(region[1], region[3] - side)
+        x1 = min(max(region[0], x1), region[2] - side)
+        y1 = min(max(region[1], y1), region[3] - side)
+        c = (x1, y1, x1 + side, y1 + side)
+        if c[3] <= H and not _overlaps(c, badges):
+            return _clip_crop(*c, W, H)
+    return None
+
+
 def _write_crop(image: np.ndarray, crop, boxes: list[list[float]], out_images: Path, out_labels: Path, name: str) -> None:
     import cv2
 
@@ -271,6 +414,8 @@ def build_yolo_dataset(
     vehicles: dict[str, list[list[float]]],
     windows_per_image: int = 1,
     negative_fraction: float = 0.3,
+    close_fraction: float = 0.35,
+    hard_negative_fraction: float = 0.35,
     seed: int = 0,
     synthetic_dir: Path | None = None,
 ) -> Path:
@@ -297,19 +442,36 @@ def build_yolo_dataset(
                 continue
             rng = _stable_rng(seed, s.key)
             crops = [(c, "v") for c in vehicle_crops(s, vehicles[s.key], rng)]
-            for _ in range(windows_per_image):
-                w = _random_window(s, rng)
+            if not s.is_window:  # windows are already random windows around the badge
+                for _ in range(windows_per_image):
+                    w = _random_window(s, rng)
+                    if w:
+                        crops.append((w, "w"))
+                if rng.random() < negative_fraction:
+                    w = _negative_window(s, vehicles[s.key], rng)
+                    if w:
+                        crops.append((w, "n"))
+            if rng.random() < close_fraction:
+                w = close_window(s, rng)
                 if w:
-                    crops.append((w, "w"))
-            if rng.random() < negative_fraction:
-                w = _negative_window(s, vehicles[s.key], rng)
+                    crops.append((w, "c"))
+            if rng.random() < hard_negative_fraction:
+                w = hard_negative(s, vehicles[s.key], rng)
                 if w:
-                    crops.append((w, "n"))
+                    crops.append((w, "h"))
             for k, (crop, kind) in enumerate(crops):
-                labels = [] if kind == "n" else crop_labels(s, crop)
+                labels = [] if kind in ("n", "h") else crop_labels(s, crop)
                 _write_crop(image, crop, labels, img_dir, lbl_dir, f"{stem}_{kind}{k}")
                 n += 1
         counts[part] = n
+    kinds: dict[str, int] = {}
+    for f in (out_dir / "images" / "train").iterdir():
+        kind = f.stem.rsplit("_", 1)[-1][0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    counts["train_by_kind"] = {
+        name: kinds.get(k, 0) for k, name in (("v", "vehicle_or_window"), ("w", "random_window"), ("n", "background"),
+                                              ("c", "close_range"), ("h", "hard_negative"))
+    }
     if synthetic_dir is not None:
         img_dir, lbl_dir = out_dir / "images" / "train", out_dir / "labels" / "train"
         n = 0
@@ -329,8 +491,16 @@ def build_yolo_dataset(
 
 def prepare(out_dir: Path | None = None, resplit: bool = False, synthetic_dir: Path | None = None) -> Path:
     """Split (if no manifest yet or resplit), find vehicles, write the crop dataset; returns data.yaml."""
+    samples = load_samples()
+    manifest = None
     if resplit or not SPLIT_MANIFEST.exists():
-        manifest = make_split(load_samples())
+        manifest = make_split(samples)
+    else:
+        old = json.loads(SPLIT_MANIFEST.read_text())
+        known = {k for name in ("train", "val", "test") for k in old[name]} | set(old.get("excluded", []))
+        if any(s.key not in known for s in samples):  # a new set: split it, keep the old images' splits
+            manifest = extend_split(samples, old)
+    if manifest is not None:
         SPLIT_MANIFEST.parent.mkdir(parents=True, exist_ok=True)
         SPLIT_MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
         log.info("wrote split manifest %s: %s", SPLIT_MANIFEST, manifest["counts"])
