@@ -169,9 +169,20 @@ def test_jitter_on_the_line_counts_once():
     ys = list(range(60, 100, 4)) + list(100 + rng.uniform(-6, 6, 200)) + list(range(100, 140, 4))
     results = [line.update(7, (100, y)) for y in ys]
     assert [r for r in results if r] == [IN]
-    # Without hysteresis the same wobble would be counted many times: the band is what helps.
-    bare = LineCounter((0, 100), (200, 100), hysteresis=0)
-    assert len([r for r in (bare.update(7, (100, y)) for y in ys) if r]) > 10
+    # A vehicle that noses onto the line, wobbles there and backs off has not crossed;
+    # without the band its first wobble past the line would count.
+    back = list(range(60, 100, 4)) + list(100 + rng.uniform(-6, 6, 50)) + list(range(96, 60, -4))
+    banded, bare = LineCounter((0, 100), (200, 100), 8), LineCounter((0, 100), (200, 100), 0)
+    assert [r for r in (banded.update(9, (100, y)) for y in back) if r] == []
+    assert [r for r in (bare.update(9, (100, y)) for y in back) if r] == [IN]
+    # Jumps wider than the band (a box cut short while another vehicle hides part of it):
+    # still one crossing per track and line.
+    jumps = [80, 120, 80, 120, 80, 120]
+    line2 = LineCounter((0, 100), (200, 100), hysteresis=8)
+    assert [r for r in (line2.update(8, (100, y)) for y in jumps) if r] == [IN]
+    # Once the track has ended and is forgotten, its id may be reused by a new vehicle.
+    line2.forget(8)
+    assert [r for r in (line2.update(8, (100, y)) for y in (120, 80)) if r] == [OUT]
 
 
 def test_passing_beside_a_segment_is_not_a_crossing():

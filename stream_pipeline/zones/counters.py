@@ -1,8 +1,10 @@
 """Per-track side keeping for one line or one polygon, with hysteresis.
 
 A track's side only changes once its anchor is `hysteresis` pixels past the edge; inside
-that band the last settled side holds. So a box jittering on the line cannot produce a
-crossing per wobble: it needs to travel 2 x hysteresis between two counted crossings.
+that band the last settled side holds, so a box wobbling on the line is not a crossing per
+wobble. A line also counts each track once (its first crossing): a box that jumps by more
+than the band, as when a passing vehicle hides part of it, would otherwise be counted again
+on every jump. Polygons count every entry and exit (a vehicle may leave and come back).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class LineCounter:
         self.length = float(np.hypot(*self.direction))
         self.hysteresis = hysteresis
         self._side: dict[int, int] = {}  # track id -> +1 (right / in side) or -1 (left)
+        self._counted: set[int] = set()  # tracks already counted on this line
 
     def signed_distance(self, point: tuple[float, float]) -> float:
         """Pixels from the line; positive on the `in` (right-hand) side."""
@@ -47,12 +50,14 @@ class LineCounter:
         side = 1 if distance > 0 else -1
         previous = self._side.get(track_id)
         self._side[track_id] = side
-        if previous is None or previous == side:
+        if previous is None or previous == side or track_id in self._counted:
             return None
+        self._counted.add(track_id)
         return IN if side > 0 else OUT
 
     def forget(self, track_id: int) -> None:
         self._side.pop(track_id, None)
+        self._counted.discard(track_id)
 
 
 class PolygonCounter:
