@@ -121,11 +121,10 @@ class ZoneMonitor(RunObserver):
                 d = (b - a).astype(np.float64)
                 normal = np.array([-d[1], d[0]]) / max(1e-9, np.hypot(*d))
                 mid = (a + b) / 2
-                tip = mid + normal * 30
+                tip = mid + normal * 45
                 cv2.arrowedLine(image, tuple(np.round(mid).astype(int)), tuple(np.round(tip).astype(int)),
-                                color, thickness, cv2.LINE_AA, tipLength=0.35)
-                cv2.putText(image, "in", (int(tip[0]) + 4, int(tip[1]) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.8,
-                            color, thickness, cv2.LINE_AA)
+                                color, thickness + 1, cv2.LINE_AA, tipLength=0.3)
+                _text(image, "in", (int(tip[0]) + 6, int(tip[1]) + 10), color, scale, thickness)
                 text = f"{zone.config.name}  in {zone.live[IN]}  out {zone.live[OUT]}"
                 _text(image, text, (int(mid[0]) + 8, int(mid[1]) - 8), color, scale, thickness)
             else:
