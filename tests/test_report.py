@@ -46,27 +46,14 @@ def _run_dirs(root: Path) -> list[Path]:
 
 
 class _Links(HTMLParser):
+    """Every src / href of a page."""
+
     def __init__(self) -> None:
         super().__init__()
         self.refs: list[str] = []
-        self.rows = 0
-        self._in_vehicles_body = False
 
     def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        for key in ("src", "href"):
-            if attrs.get(key):
-                self.refs.append(attrs[key])
-        if tag == "table":
-            self._table = attrs.get("class", "")
-        if tag == "tbody":
-            self._in_vehicles_body = "vehicles" in getattr(self, "_table", "")
-        if tag == "tr" and self._in_vehicles_body:
-            self.rows += 1
-
-    def handle_endtag(self, tag):
-        if tag == "tbody":
-            self._in_vehicles_body = False
+        self.refs += [value for key, value in attrs if key in ("src", "href") and value]
 
 
 def _probe(chromium: str, page: Path, width: int, tmp_path: Path) -> dict:

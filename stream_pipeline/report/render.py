@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from html import escape
-from pathlib import Path
 
 from stream_pipeline.report.data import IN, OUT, RunData
 
