@@ -36,6 +36,14 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return benchmark_command(args)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from stream_pipeline.report import rebuild
+
+    for path in rebuild(args.out_dir):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stream-pipeline",
@@ -57,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--dest", default=None, help="folder to put them in (default: samples/videos)")
     fetch.add_argument("names", nargs="*", help="sample names (default: all)")
     fetch.set_defaults(func=_cmd_fetch_samples)
+
+    report = sub.add_parser("report", help="rebuild report.html from a run's events.jsonl (or index.html over a folder of runs)")
+    report.add_argument("out_dir", metavar="OUT_DIR", help="a run's output folder, or a folder of them (from a folder input)")
+    report.set_defaults(func=_cmd_report)
 
     bench = sub.add_parser("benchmark", help="measure pipeline throughput (FPS, real-time ratio, RSS)")
     bench.add_argument("source", nargs="?", default=None, help="video file (default: highway clip from shared)")

@@ -12,9 +12,11 @@ from pathlib import Path
 from stream_pipeline.brands.recognizer import VEHICLE_PAD, BrandRecognizer, crop, track_decision
 from stream_pipeline.core.config import PipelineConfig
 from stream_pipeline.core.errors import OutputError, SourceError
+from stream_pipeline.core.observer import RunObserver
 from stream_pipeline.core.records import VehicleRecord, utc_now_iso
 from stream_pipeline.core.types import Detections, Frame
 from stream_pipeline.detection import VehicleDetector
+from stream_pipeline.observers import build_observers
 from stream_pipeline.sinks.annotate import Annotator
 from stream_pipeline.sinks.events import EventLog, VehicleCsv
 from stream_pipeline.sinks.outdir import prepare_out_dir
@@ -104,6 +106,7 @@ class Pipeline:
             window = stack.enter_context(LiveWindow(self.config.display.window_name, self.config.display.max_window_px)) if show else None
             tracker = VehicleTracker(self.config.tracker, frame_rate=frame_source.fps)
             annotator = Annotator(self.detector.names, cfg.draw_clock)
+            observers: list[RunObserver] = build_observers(self.config, self.detector.names)
             summary.source_fps = frame_source.fps
             events.write({"event": "stream", "status": "started", "source": frame_source.name,
                           "live": frame_source.is_live, "fps": round(frame_source.fps, 3),
@@ -115,6 +118,8 @@ class Pipeline:
 
             def finish(track: TrackState) -> None:
                 record = self._record(track, frame_source.name, snapshots)
+                for observer in observers:
+                    record = observer.on_vehicle(track, record)
                 events.write(record.to_event())
                 if table is not None:
                     table.write(record)
@@ -124,11 +129,18 @@ class Pipeline:
             try:
                 for frame in frame_source.frames():
                     tracked, ended = self._step(frame, tracker, events, clock)
+                    t0 = time.perf_counter()
+                    for observer in observers:
+                        for event in observer.on_frame(frame, tracked, tracker.tracks):
+                            events.write(event)
+                    clock["track"] += time.perf_counter() - t0
                     for track in ended:
                         finish(track)
                     t0 = time.perf_counter()
                     if video is not None or window is not None:
                         annotated = annotator.draw(frame, tracked, tracker.tracks, tracker.confirmed_count)
+                        for observer in observers:
+                            observer.draw(annotated, frame)
                         if video is not None:
                             video.write(annotated)
                         if window is not None and not window.show(annotated):
@@ -174,7 +186,9 @@ class Pipeline:
                               "frames": summary.frames, "frames_dropped": summary.frames_dropped,
                               "truncated": truncated, "vehicles": summary.vehicles,
                               "brands_decided": summary.brands_decided, "elapsed_s": round(summary.elapsed_s, 3),
-                              "fps": round(summary.fps, 2), "codec": summary.codec, "wall_time": utc_now_iso()})
+                              "fps": round(summary.fps, 2), "codec": summary.codec,
+                              **{k: v for observer in observers for k, v in observer.summary().items()},
+                              "wall_time": utc_now_iso()})
         if output_failure is not None:
             raise output_failure
         return summary

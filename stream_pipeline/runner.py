@@ -16,6 +16,7 @@ from stream_pipeline.core.errors import OutputError, SourceError, UserError
 from stream_pipeline.core.redaction import redact
 from stream_pipeline.pipeline import Pipeline, ProgressCallback, RunSummary
 from stream_pipeline.sinks.outdir import prepare_out_dir
+from stream_pipeline.report import INDEX_FILE, write_index, write_report
 from stream_pipeline.sources import VIDEO_SUFFIXES, FrameSource, is_live
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,23 @@ def _report(summary: RunSummary) -> None:
     if summary.frames_dropped:
         line += f", {summary.frames_dropped} frames skipped to stay live"
     console.print(redact(line), markup=False)
-    console.print(f"  outputs: {summary.out_dir}/ (annotated.mp4: {summary.codec or 'off'}; events.jsonl, vehicles.csv, snapshots/)", markup=False)
+    console.print(f"  outputs: {summary.out_dir}/ (annotated.mp4: {summary.codec or 'off'}; events.jsonl, vehicles.csv, snapshots/, report.html)", markup=False)
+
+
+def _write_report(out_dir: Path, folder_mode: bool) -> None:
+    """The report is a view of events.jsonl: failing to build it must not fail the run."""
+    try:
+        write_report(out_dir, index_link=f"../{INDEX_FILE}" if folder_mode else None)
+    except Exception as exc:  # noqa: BLE001 - any failure here is reported, never fatal
+        log.error("report for %s not written: %s", out_dir, exc)
+
+
+def _write_index(out_root: Path, run_dirs: list[Path]) -> None:
+    try:
+        path = write_index(out_root, run_dirs)
+        console.print(f"index of all videos: {path}", markup=False)
+    except Exception as exc:  # noqa: BLE001
+        log.error("index %s not written: %s", out_root / INDEX_FILE, exc)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -120,29 +137,39 @@ def run_command(args: argparse.Namespace) -> int:
     folder_mode = len(sources) > 1 or Path(args.source).is_dir()
     pipeline = Pipeline(config)
     failures: list[str] = []
-    for source in sources:
-        out_dir = out_root / Path(source).stem if folder_mode else out_root
-        progress = LogProgress() if args.no_progress else RichProgress(args.max_frames)
-        try:
-            summary = pipeline.run(source, out_dir, max_frames=args.max_frames, show=args.show, progress=progress)
-        except OutputError as exc:
-            raise OutputError(f"{exc} (run stopped; outputs in {out_dir} are incomplete)") from None
-        except SourceError as exc:
-            if not folder_mode:
-                raise
-            console.print(f"[red]skipped[/red] {source}: {exc}")
-            failures.append(f"{source}: {exc}")
-            continue
-        _report(summary)
-        if summary.error:
-            if not folder_mode:
-                raise SourceError(f"{summary.error} (outputs so far kept in {summary.out_dir})")
-            failures.append(f"{source}: {summary.error}")
-        if summary.stopped_by in ("interrupted", "quit"):
-            if summary.stopped_by == "interrupted":
-                console.print(f"interrupted: outputs finalised in {summary.out_dir}")
-                return 130
-            break
+    run_dirs: list[Path] = []
+    try:
+        for source in sources:
+            out_dir = out_root / Path(source).stem if folder_mode else out_root
+            progress = LogProgress() if args.no_progress else RichProgress(args.max_frames)
+            run_dirs.append(out_dir)
+            try:
+                summary = pipeline.run(source, out_dir, max_frames=args.max_frames, show=args.show, progress=progress)
+            except OutputError as exc:
+                raise OutputError(f"{exc} (run stopped; outputs in {out_dir} are incomplete)") from None
+            except SourceError as exc:
+                if not folder_mode:
+                    raise
+                console.print(f"[red]skipped[/red] {source}: {exc}")
+                failures.append(f"{source}: {exc}")
+                continue
+            finally:
+                # Whatever the run's fate, its report shows what events.jsonl holds.
+                if (out_dir / "events.jsonl").is_file():
+                    _write_report(out_dir, folder_mode)
+            _report(summary)
+            if summary.error:
+                if not folder_mode:
+                    raise SourceError(f"{summary.error} (outputs so far kept in {summary.out_dir})")
+                failures.append(f"{source}: {summary.error}")
+            if summary.stopped_by in ("interrupted", "quit"):
+                if summary.stopped_by == "interrupted":
+                    console.print(f"interrupted: outputs finalised in {summary.out_dir}")
+                    return 130
+                break
+    finally:
+        if folder_mode:
+            _write_index(out_root, [d for d in run_dirs if (d / "events.jsonl").is_file()])
     if failures:
         raise SourceError(f"{len(failures)} of {len(sources)} inputs failed; first: {failures[0]}")
     return 0

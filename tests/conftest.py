@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,25 @@ def no_brands_config(tmp_path: Path) -> Path:
     path = tmp_path / "no_brands.yaml"
     path.write_text(NO_BRANDS)
     return path
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's headless Chromium, for tests that look at the HTML report as a browser renders it.
+    CI starts from a fresh machine with package registries only: install it there when missing."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]):
+        done = subprocess.run(sudo + command, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            pytest.fail(f"chromium is needed and could not be installed ({' '.join(command)}): {done.stderr.strip()[-500:]}")
+    found = shutil.which("chromium")
+    if not found:
+        pytest.fail("chromium installed but not on PATH")
+    return found
 
 
 def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from stream_pipeline.core.errors import ConfigError
 from stream_pipeline.core.paths import CONFIGS_DIR
+from stream_pipeline.zones.config import Zones
 
 DEFAULT_CONFIG = CONFIGS_DIR / "default.yaml"
 VEHICLE_CLASSES = ("car", "motorcycle", "bus", "truck")
@@ -141,6 +142,8 @@ class PipelineConfig(_Section):
     brands: BrandsConfig = Field(default_factory=BrandsConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     display: DisplayConfig = Field(default_factory=DisplayConfig)
+    # Counting lines and polygons (stream_pipeline/zones/); none by default.
+    zones: Zones = Field(default_factory=list)
 
 
 def _describe(error: ValidationError) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 
 
@@ -32,6 +32,8 @@ class VehicleRecord:
     frames_seen: int
     detection_confidence: float  # detector confidence of the last box
     source: str
+    # Lines crossed and zones entered/left, in order: {"zone", "direction": "in"|"out", "frame", "stream_s"}.
+    zones: list[dict] = field(default_factory=list)
 
     def to_event(self) -> dict:
         data = asdict(self)
@@ -49,4 +51,5 @@ class VehicleRecord:
         row["bbox"] = json.dumps(row["bbox"])
         row["snapshot"] = row["snapshot"] or ""
         row["badge_snapshot"] = row["badge_snapshot"] or ""
+        row["zones"] = json.dumps(row["zones"])
         return row
