@@ -200,18 +200,18 @@ def test_broker_outage_mid_run_loses_nothing(tmp_path: Path, videos: Path, broke
     subscriber = Subscriber(broker.port, USER, password, "traffic/#", client_id="outage-watcher", durable=True)
     out = tmp_path / "out"
     proc = start_run([str(videos / CLIP), "--config", str(mqtt_config(tmp_path, broker.port)), "--out", str(out),
-                      "--max-frames", "600"], env={"TEST_MQTT_USER": USER, "TEST_MQTT_PASSWORD": password})
+                      "--max-frames", "300"], env={"TEST_MQTT_USER": USER, "TEST_MQTT_PASSWORD": password})
     try:
         assert subscriber.wait_for(lambda got: any(t == f"{TOPICS}/stream" for t, _, _ in got))
         broker.stop()  # the run has started and reached the broker: now it goes away
         before = len([e for e in read_events(out / "events.jsonl") if e["event"] == "vehicle"])
         wait_for_events(proc, out / "events.jsonl",
-                        lambda events: sum(e["event"] == "vehicle" for e in events) >= before + 3,
-                        "three vehicles were written during the outage")
+                        lambda events: sum(e["event"] == "vehicle" for e in events) >= before + 2,
+                        "two vehicles were written during the outage")
         # They wait on disk, in the output folder.
         with sqlite3.connect(f"file:{out / 'mqtt_spool.sqlite3'}?mode=ro", uri=True) as db:
             waiting = [json.loads(p) for (p,) in db.execute("SELECT payload FROM pending ORDER BY seq")]
-        assert sum(e["event"] == "vehicle" for e in waiting) >= 3
+        assert sum(e["event"] == "vehicle" for e in waiting) >= 2
         broker.start()
         _, stderr = proc.communicate(timeout=600)
         assert proc.returncode == 0, stderr
@@ -225,7 +225,7 @@ def test_broker_outage_mid_run_loses_nothing(tmp_path: Path, videos: Path, broke
     received = [json.loads(p) for t, p, _ in subscriber.snapshot() if t != f"{TOPICS}/status"]
     vehicle_ids = [e["event_id"] for e in received if e["event"] == "vehicle"]
     assert sorted(vehicle_ids) == sorted(e["event_id"] for e in events if e["event"] == "vehicle")  # each once
-    assert len(vehicle_ids) >= before + 3
+    assert len(vehicle_ids) >= before + 2
     first_seen = list(dict.fromkeys(e["event_id"] for e in received))
     assert first_seen == ids  # in order
     # The outage is logged once when it starts and once when it ends, not per event.
@@ -342,3 +342,17 @@ def test_webhook_gets_every_vehicle_despite_a_failing_start(tmp_path: Path, vide
     assert sum("webhook" in line and "failing" in line for line in stderr_lines) == 1, stderr
     assert sum("webhook" in line and "recovered" in line for line in stderr_lines) == 1, stderr
     assert token not in stderr  # the URL's query may hold a secret: never logged
+
+
+def test_default_yaml_documents_the_publisher_defaults():
+    """The commented mqtt:/webhook: examples in configs/default.yaml, uncommented, are the defaults."""
+    import yaml
+
+    from stream_pipeline.core.config import DEFAULT_CONFIG, MqttConfig, PipelineConfig, WebhookConfig
+
+    text = DEFAULT_CONFIG.read_text()
+    example = "\n".join(line[2:] for line in text[text.index("# mqtt:\n"):].splitlines()
+                        if line.startswith(("#   ", "# mqtt:", "# webhook:")))
+    config = PipelineConfig.model_validate(yaml.safe_load(example))
+    assert config.mqtt == MqttConfig(host="broker.example.org")
+    assert config.webhook == WebhookConfig(url="https://hooks.example.org/vehicles")
