@@ -22,25 +22,46 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def ensure_mosquitto() -> tuple[str, str]:
-    """Paths of `mosquitto` and `mosquitto_passwd`; installs Debian's package where missing (CI)."""
-    found = shutil.which("mosquitto", path=SBIN), shutil.which("mosquitto_passwd", path=SBIN)
+def ensure_debian_tools(package: str, *tools: str) -> list[str]:
+    """Paths of `tools`; installs Debian's `package` where one is missing (a fresh CI machine)."""
+    found = [shutil.which(tool, path=SBIN) for tool in tools]
     if all(found):
         return found
     if not shutil.which("apt-get") or os.geteuid() != 0:
-        pytest.fail("the MQTT tests need Debian's mosquitto package (apt-get install mosquitto)")
+        pytest.fail(f"these tests need Debian's {package} package (apt-get install {package})")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update"], check=True, capture_output=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "mosquitto"], check=True, capture_output=True, env=env)
-    found = shutil.which("mosquitto", path=SBIN), shutil.which("mosquitto_passwd", path=SBIN)
-    assert all(found), "mosquitto installed but not found"
+    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", package], check=True, capture_output=True, env=env)
+    found = [shutil.which(tool, path=SBIN) for tool in tools]
+    assert all(found), f"{package} installed but {tools} not found"
     return found
+
+
+def ensure_mosquitto() -> list[str]:
+    """Paths of `mosquitto` and `mosquitto_passwd`."""
+    return ensure_debian_tools("mosquitto", "mosquitto", "mosquitto_passwd")
+
+
+def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1: (ca.pem, server.pem, server.key)."""
+    (openssl,) = ensure_debian_tools("openssl", "openssl")
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, cert, ext = (folder / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem", "san.ext"))
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for args in (
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=stream-pipeline test CA"],
+        ["req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext],
+    ):
+        subprocess.run([openssl, *map(str, args)], check=True, capture_output=True)
+    return ca, cert, key
 
 
 class Broker:
     """Mosquitto with a password file and persistence (sessions survive a restart on the same port)."""
 
-    def __init__(self, workdir: Path, username: str, password: str) -> None:
+    def __init__(self, workdir: Path, username: str, password: str, tls: bool = False) -> None:
         mosquitto, passwd_tool = ensure_mosquitto()
         self.binary = mosquitto
         self.port = free_port()
@@ -58,6 +79,12 @@ class Broker:
             f"persistence_location {workdir}/",
             f"log_dest file {self.log}",
         ]
+        # tls: a second listener, TLS only, with a certificate from a throw-away CA (self.ca_file).
+        self.tls_port = self.ca_file = None
+        if tls:
+            self.ca_file, cert, key = make_certificates(workdir / "certs")
+            self.tls_port = free_port()
+            lines += [f"listener {self.tls_port} 127.0.0.1", f"certfile {cert}", f"keyfile {key}"]
         if os.geteuid() == 0:
             lines.append("user root")  # else it drops to user 'mosquitto', who cannot read pytest's tmp dirs
         self.conf.write_text("\n".join(lines) + "\n")
@@ -68,7 +95,9 @@ class Broker:
         deadline = time.monotonic() + 30
         while True:
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                for port in (self.port, self.tls_port):
+                    if port is not None:
+                        socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 return
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:

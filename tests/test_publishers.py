@@ -200,7 +200,7 @@ def test_broker_outage_mid_run_loses_nothing(tmp_path: Path, videos: Path, broke
     subscriber = Subscriber(broker.port, USER, password, "traffic/#", client_id="outage-watcher", durable=True)
     out = tmp_path / "out"
     proc = start_run([str(videos / CLIP), "--config", str(mqtt_config(tmp_path, broker.port)), "--out", str(out),
-                      "--max-frames", "300"], env={"TEST_MQTT_USER": USER, "TEST_MQTT_PASSWORD": password})
+                      "--max-frames", "200"], env={"TEST_MQTT_USER": USER, "TEST_MQTT_PASSWORD": password})
     try:
         assert subscriber.wait_for(lambda got: any(t == f"{TOPICS}/stream" for t, _, _ in got))
         broker.stop()  # the run has started and reached the broker: now it goes away
@@ -356,3 +356,34 @@ def test_default_yaml_documents_the_publisher_defaults():
     config = PipelineConfig.model_validate(yaml.safe_load(example))
     assert config.mqtt == MqttConfig(host="broker.example.org")
     assert config.webhook == WebhookConfig(url="https://hooks.example.org/vehicles")
+
+
+def test_tls_broker_with_a_private_ca(tmp_path: Path, videos: Path, password: str):
+    broker = Broker(tmp_path / "broker", USER, password, tls=True)
+    broker.start()
+    subscriber = Subscriber(broker.port, USER, password, "traffic/#")  # on the plain listener
+    try:
+        out = tmp_path / "out"
+        config = mqtt_config(tmp_path, broker.tls_port, extra=f"  tls: true\n  ca_file: {broker.ca_file}\n")
+        result = run_cli("run", str(videos / CLIP), "--config", str(config), "--out", str(out), "--max-frames", "20",
+                         env={"TEST_MQTT_USER": USER, "TEST_MQTT_PASSWORD": password})
+        assert result.returncode == 0, result.stderr
+        lines = (out / "events.jsonl").read_text().splitlines()
+        status = f"{TOPICS}/status"
+        assert subscriber.wait_for(lambda got: sum(t != status for t, _, _ in got) >= len(lines))
+        assert [p for t, p, _ in subscriber.snapshot() if t != status] == lines
+        assert "unreachable" not in result.stderr
+    finally:
+        subscriber.close()
+        broker.stop()
+
+
+def test_source_names_make_one_safe_topic_level():
+    from stream_pipeline.publishers.base import public_url, topic_source_name
+
+    assert topic_source_name("/data/clips/highway_overpass_720p.mp4") == "highway_overpass_720p"
+    assert topic_source_name("rtsp://user:***@10.0.0.5:554/stream1?x=#1") == "10.0.0.5_554_stream1"
+    assert topic_source_name("0") == "0"
+    assert topic_source_name("/dev/video0") == "video0"
+    assert topic_source_name("cam #1+2.mp4") == "cam_1_2"
+    assert public_url("https://u:secret@hooks.example.org:8443/v1/hook?token=abc#x") == "https://hooks.example.org:8443/v1/hook"
