@@ -153,8 +153,11 @@ class MqttPublisher:
         retry_s = RETRY_MIN_S
         deadline = None
         while True:
+            # Read the flag before emptying the inbox: once it is set nothing more arrives, so
+            # every line put before it is in the spool when the loop decides to end.
+            stopping = self._stop.is_set()
             self._absorb()
-            if self._stop.is_set():
+            if stopping:
                 deadline = deadline or time.monotonic() + self.config.drain_s
                 idle = len(self.spool) == 0
                 if idle or time.monotonic() >= deadline:

@@ -74,7 +74,8 @@ class WebhookPublisher:
             try:
                 event_id, line = self._queue.get(timeout=0.2)
             except queue.Empty:
-                if self._stop.is_set():
+                # The flag first: once it is set nothing more is queued, so empty means done.
+                if self._stop.is_set() and self._queue.empty():
                     return
                 continue
             self._deliver(event_id, line)
