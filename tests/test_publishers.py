@@ -169,7 +169,7 @@ def test_every_event_reaches_the_broker_once(tmp_path: Path, videos: Path, broke
     try:
         out = tmp_path / "out"
         result = run_cli("run", str(videos / CLIP), "--config", str(mqtt_config(tmp_path, broker.port)), "--out", str(out),
-                         "--max-frames", "120", env={"TEST_MQTT_USER": USER, "TEST_MQTT_PASSWORD": password})
+                         "--max-frames", "90", env={"TEST_MQTT_USER": USER, "TEST_MQTT_PASSWORD": password})
         assert result.returncode == 0, result.stderr
         lines = (out / "events.jsonl").read_text().splitlines()
         expected = [(f"{TOPICS}/{json.loads(line)['event']}", line) for line in lines]
@@ -305,7 +305,7 @@ def test_webhook_gets_every_vehicle_despite_a_failing_start(tmp_path: Path, vide
         "  drain_s: 120\n"
     )
     out = tmp_path / "out"
-    proc = start_run([str(videos / CLIP), "--config", str(config), "--out", str(out), "--max-frames", "150"], env={})
+    proc = start_run([str(videos / CLIP), "--config", str(config), "--out", str(out), "--max-frames", "90"], env={})
     lines: queue.Queue[str] = queue.Queue()
     stderr_lines: list[str] = []
 
