@@ -225,7 +225,7 @@ class MqttPublisher:
 
         rc = conn.client.loop(timeout=POLL_S)
         if conn.refused is not None:
-            self._lost(f"connection refused by the broker: {conn.refused}")
+            self._lost(f"{conn.refused}; check mqtt.username_env / mqtt.password_env", verb="refused the connection")
             self._drop(conn)
             return False
         if rc != mqtt.MQTT_ERR_SUCCESS:
@@ -265,12 +265,12 @@ class MqttPublisher:
         # What the lost connection had not acknowledged is sent again by the next one, in order.
         self._more = True
 
-    def _lost(self, reason: str) -> None:
+    def _lost(self, reason: str, verb: str = "unreachable") -> None:
         if not self._outage:
             self._outage = True
             log.warning(
-                "MQTT broker %s unreachable (%s); events are kept in %s and sent when it returns",
-                self.address, reason, self.spool.path,
+                "MQTT broker %s %s (%s); events are kept in %s and sent when it returns",
+                self.address, verb, reason, self.spool.path,
             )
 
     def _close(self, conn: _Connection) -> None:
