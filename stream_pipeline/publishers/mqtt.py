@@ -98,6 +98,7 @@ class MqttPublisher:
         self._outage = False  # an outage is logged once, when it starts, and once when it ends
         self._overflow_logged = False
         self._announced = False
+        self._failed = False
         self._more = True  # the spool may hold rows not yet handed to the connection
 
     # -- pipeline thread -------------------------------------------------------------------
@@ -110,6 +111,8 @@ class MqttPublisher:
         return self
 
     def publish(self, event: dict, line: str) -> None:
+        if self._failed:
+            return  # the worker died (logged): do not pile lines up in memory
         self._inbox.put((f"{self.base_topic}/{event['event']}", line))
         self._wake.set()
 
@@ -148,6 +151,13 @@ class MqttPublisher:
             self._more = True
 
     def _run(self) -> None:
+        try:
+            self._work()
+        except Exception:  # noqa: BLE001 - a publisher failure must never reach the run
+            self._failed = True
+            log.exception("MQTT publisher stopped; events.jsonl is still written")
+
+    def _work(self) -> None:
         conn: _Connection | None = None
         next_attempt = 0.0
         retry_s = RETRY_MIN_S

@@ -36,6 +36,7 @@ class WebhookPublisher:
         self._abort = threading.Event()  # the drain time is over: end now
         self._failed_tries = 0  # in the current outage; 0 = the endpoint is healthy
         self._overflow_logged = False
+        self._failed = False
         self._thread: threading.Thread | None = None
 
     # -- pipeline thread -------------------------------------------------------------------
@@ -45,7 +46,7 @@ class WebhookPublisher:
         return self
 
     def publish(self, event: dict, line: str) -> None:
-        if event.get("event") != "vehicle":
+        if event.get("event") != "vehicle" or self._failed:
             return
         try:
             self._queue.put_nowait((event["event_id"], line))
@@ -70,6 +71,13 @@ class WebhookPublisher:
 
     # -- worker thread ---------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._work()
+        except Exception:  # noqa: BLE001 - a publisher failure must never reach the run
+            self._failed = True
+            log.exception("webhook publisher stopped; events.jsonl is still written")
+
+    def _work(self) -> None:
         while not self._abort.is_set():
             try:
                 event_id, line = self._queue.get(timeout=0.2)
