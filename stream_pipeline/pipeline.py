@@ -17,6 +17,7 @@ from stream_pipeline.core.records import VehicleRecord, utc_now_iso
 from stream_pipeline.core.types import Detections, Frame
 from stream_pipeline.detection import VehicleDetector
 from stream_pipeline.observers import build_observers
+from stream_pipeline.publishers import event_publishers
 from stream_pipeline.sinks.annotate import Annotator
 from stream_pipeline.sinks.events import EventLog, VehicleCsv
 from stream_pipeline.sinks.outdir import prepare_out_dir
@@ -93,7 +94,9 @@ class Pipeline:
         output_failure: OutputError | None = None
         with ExitStack() as stack:
             # Sinks first: whatever happens to the source, they are closed (finalised) last.
-            events = stack.enter_context(EventLog(out / "events.jsonl"))
+            # Publishers before the event log: they close after it, so they get its last line too.
+            publishers = [stack.enter_context(p) for p in event_publishers(self.config, out, frame_source.name)]
+            events = stack.enter_context(EventLog(out / "events.jsonl", publishers))
             table = stack.enter_context(VehicleCsv(out / "vehicles.csv")) if cfg.csv else None
             snapshots = SnapshotWriter(out) if cfg.snapshots else None
             try:
@@ -120,9 +123,9 @@ class Pipeline:
                 record = self._record(track, frame_source.name, snapshots)
                 for observer in observers:
                     record = observer.on_vehicle(track, record)
-                events.write(record.to_event())
+                event_id = events.write(record.to_event())
                 if table is not None:
-                    table.write(record)
+                    table.write(record, event_id)
                 summary.vehicles += 1
                 summary.brands_decided += record.brand != "unknown"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stream_pipeline.core.errors import ConfigError
 from stream_pipeline.core.paths import CONFIGS_DIR
@@ -135,6 +135,64 @@ class DisplayConfig(_Section):
     max_window_px: int = Field(1280, ge=160, le=8192)
 
 
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class MqttConfig(_Section):
+    """Every event line also published to an MQTT broker (off unless the section is given)."""
+
+    host: str = Field(min_length=1)
+    # null = 8883 with tls, 1883 without.
+    port: int | None = Field(None, ge=1, le=65535)
+    # Topics: <topic_prefix>/<source name>/<event type> and <topic_prefix>/<source name>/status.
+    topic_prefix: str = Field("stream-pipeline", min_length=1)
+    # Names of environment variables holding the credentials (never the credentials themselves).
+    username_env: str | None = Field(None, pattern=_ENV_NAME)
+    password_env: str | None = Field(None, pattern=_ENV_NAME)
+    tls: bool = False
+    # CA bundle for a broker with a private certificate (null = the system's CAs).
+    ca_file: str | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    # Events kept on disk (output folder) while the broker is unreachable; the oldest go first.
+    max_queued: int = Field(10000, ge=1, le=10_000_000)
+    # At the end of a run, seconds to wait for the broker to take what is still queued.
+    drain_s: float = Field(10.0, ge=0, le=600)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _plain_topic(cls, value: str) -> str:
+        if any(c in value for c in "+#\0"):
+            raise ValueError("must not contain MQTT wildcards (+, #)")
+        value = value.strip("/")
+        if not value:
+            raise ValueError("must name at least one topic level")
+        return value
+
+    @model_validator(mode="after")
+    def _ca_needs_tls(self) -> "MqttConfig":
+        if self.ca_file is not None and not self.tls:
+            raise ValueError("ca_file needs tls: true")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port if self.port is not None else (8883 if self.tls else 1883)
+
+
+class WebhookConfig(_Section):
+    """Each vehicle record POSTed as JSON to a URL (off unless the section is given)."""
+
+    url: str = Field(pattern=r"^https?://[^/\s]+")
+    timeout_s: float = Field(5.0, gt=0, le=300)
+    # Retries per record after the first try; the pause doubles from backoff_s (capped at 30 s).
+    retries: int = Field(5, ge=0, le=100)
+    backoff_s: float = Field(0.5, gt=0, le=60)
+    # Records waiting for delivery, at most; beyond that new records are dropped (and counted).
+    max_queued: int = Field(1000, ge=1, le=1_000_000)
+    # At the end of a run, seconds to wait for the endpoint to take what is still queued.
+    drain_s: float = Field(10.0, ge=0, le=600)
+
+
 class PipelineConfig(_Section):
     source: SourceConfig = Field(default_factory=SourceConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
@@ -144,10 +202,14 @@ class PipelineConfig(_Section):
     display: DisplayConfig = Field(default_factory=DisplayConfig)
     # Counting lines and polygons (stream_pipeline/zones/); none by default.
     zones: Zones = Field(default_factory=list)
+    mqtt: MqttConfig | None = None
+    webhook: WebhookConfig | None = None
 
 
 def _describe(error: ValidationError) -> str:
-    first = error.errors()[0]
+    errors = error.errors()
+    # A misspelt required key (mqtt.hots) is also a missing one: the typo is the useful line.
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     key = ".".join(str(part) for part in first["loc"]) or "<root>"
     if first["type"] == "extra_forbidden":
         return f"unknown key '{key}'"

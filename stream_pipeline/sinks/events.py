@@ -5,6 +5,9 @@ already reported. Every line goes through `redact`, so no camera credential reac
 If a write fails (disk full, folder gone read-only) the file is cut back to its last
 complete line, the sink stops writing and an OutputError says why: what is left is valid
 and visibly unfinished (no `ended` event), never a half line.
+
+Every event line gets an `event_id` and is handed, exactly as written, to the publishers
+(MQTT, webhook: stream_pipeline/publishers/).
 """
 
 from __future__ import annotations
@@ -12,11 +15,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stream_pipeline.core.records import VehicleRecord
 from stream_pipeline.core.redaction import redact
 from stream_pipeline.sinks.outdir import output_error
+
+if TYPE_CHECKING:
+    from stream_pipeline.publishers import EventPublisher
 
 
 class _LineFile:
@@ -65,10 +74,18 @@ class _LineFile:
 
 
 class EventLog(_LineFile):
-    """`events.jsonl`: one JSON object per line."""
+    """`events.jsonl`: one JSON object per line, each with an `event_id`.
 
-    def __init__(self, path: str | Path) -> None:
+    The id is derived from the run id and the line's sequence number, so each line has its
+    own, and a publisher resending a line resends the same id (consumers de-duplicate by it).
+    """
+
+    def __init__(self, path: str | Path, publishers: Sequence["EventPublisher"] = (),
+                 run_id: uuid.UUID | None = None) -> None:
         super().__init__(path)
+        self.publishers = list(publishers)
+        self.run_id = run_id or uuid.uuid4()
+        self._sequence = 0
         self.counts: dict[str, int] = {}
 
     def __enter__(self) -> "EventLog":
@@ -78,11 +95,21 @@ class EventLog(_LineFile):
     def __exit__(self, *exc_info) -> None:
         self._close()
 
-    def write(self, event: dict) -> None:
+    def write(self, event: dict) -> str:
+        """Append one event; returns its `event_id`."""
         if "event" not in event:
             raise ValueError("every event needs an 'event' type")
-        self._write(redact(json.dumps(event, ensure_ascii=False)) + "\n")
+        event_id = str(uuid.uuid5(self.run_id, str(self._sequence)))
+        self._sequence += 1
+        line = redact(json.dumps({"event": event["event"], "event_id": event_id,
+                                  **{k: v for k, v in event.items() if k not in ("event", "event_id")}},
+                                 ensure_ascii=False))
+        self._write(line + "\n")
         self.counts[event["event"]] = self.counts.get(event["event"], 0) + 1
+        stamped = json.loads(line)
+        for publisher in self.publishers:
+            publisher.publish(stamped, line)
+        return event_id
 
 
 class VehicleCsv(_LineFile):
@@ -90,18 +117,21 @@ class VehicleCsv(_LineFile):
 
     def __enter__(self) -> "VehicleCsv":
         self._open()
-        self._write(self._row(dict(zip(VehicleRecord.csv_columns(), VehicleRecord.csv_columns()))))
+        self._write(self._row(dict(zip(self.columns(), self.columns()))))
         return self
 
     def __exit__(self, *exc_info) -> None:
         self._close()
 
     @staticmethod
-    def _row(row: dict) -> str:
+    def columns() -> list[str]:
+        return ["event_id", *VehicleRecord.csv_columns()]
+
+    def _row(self, row: dict) -> str:
         buffer = io.StringIO()
-        csv.DictWriter(buffer, fieldnames=VehicleRecord.csv_columns()).writerow(row)
+        csv.DictWriter(buffer, fieldnames=self.columns()).writerow(row)
         return buffer.getvalue()
 
-    def write(self, record: VehicleRecord) -> None:
+    def write(self, record: VehicleRecord, event_id: str = "") -> None:
         row = {key: redact(value) if isinstance(value, str) else value for key, value in record.csv_row().items()}
-        self._write(self._row(row))
+        self._write(self._row({"event_id": event_id, **row}))

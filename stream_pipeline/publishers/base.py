@@ -1,0 +1,50 @@
+"""What every event publisher offers, and the names publishers show to the outside."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+
+class EventPublisher(Protocol):
+    """A sink that forwards event lines elsewhere; a context manager like every sink.
+
+    `publish` is called on the pipeline thread for every line written to events.jsonl and
+    must return at once: delivery happens on the publisher's own thread.
+    """
+
+    def __enter__(self) -> "EventPublisher": ...
+
+    def __exit__(self, *exc_info) -> None: ...
+
+    def publish(self, event: dict, line: str) -> None:
+        """`event` as written (with its `event_id`); `line` is its exact events.jsonl text."""
+
+
+def topic_source_name(source: str) -> str:
+    """One MQTT topic level naming the input: a file's stem, a stream's host and path.
+
+    Characters that are not letters, digits, '.', '_' or '-' become '_', so a source never
+    adds topic levels or wildcards.
+    """
+    if "://" in source:
+        parts = urlsplit(source)
+        host = parts.hostname or ""
+        if parts.port:
+            host += f"_{parts.port}"
+        name = host + parts.path
+    else:
+        name = Path(source).stem or source
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+    return name or "source"
+
+
+def public_url(url: str) -> str:
+    """A URL as safe to log: no user, password, query or fragment (tokens often live there)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}"
