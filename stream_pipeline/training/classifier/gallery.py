@@ -116,9 +116,9 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
         t = choose_threshold(vb, ub)
         score = (_accuracy(val_truth, [p if s >= t else UNKNOWN_BRAND for p, s in zip(vp, vb)])
                  + float(np.mean(ub < t))) / 2
-        choice[k] = round(score, 4)
-        if score >= max(choice.values()):
+        if not choice or score > max(choice.values()):
             base, val_best, val_pred, unseen_best, threshold = g, vb, vp, ub, t
+        choice[k] = score
     unseen_brands = sorted({r.brand for r in unseen})
 
     # Cross-fitted unknown rejection: two folds of unseen brands, each judged by the other's threshold.
@@ -187,7 +187,7 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
                        "total_references": int(len(shipped.brands))},
         "threshold": threshold,
         "top_k": base.top_k,
-        "top_k_choice_on_val": choice,
+        "top_k_choice_on_val": {k: round(v, 4) for k, v in choice.items()},
         "calibration": {"max_known_rejection": MAX_KNOWN_REJECTION, "val_known_crops": len(val),
                         "val_known_rejected": round(float(np.mean(val_best < threshold)), 4),
                         "val_top1": round(_accuracy([r.brand for r in val], val_pred), 4),
