@@ -48,3 +48,24 @@ def test_unreadable_overhead_highway_gets_no_false_brands(tmp_path: Path, videos
     vehicles = [e for e in events if e["event"] == "vehicle"]
     assert len(vehicles) >= 8
     assert [v["brand"] for v in vehicles if v["brand"] != "unknown"] == []
+
+
+def test_uk_dashcam_names_the_golf_and_the_hyundai(tmp_path: Path, videos: Path):
+    out = tmp_path / "out"
+    result = run_cli("run", str(videos / "dashcam_uk_vw_hyundai.mp4"), "--out", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    vehicles = [e for e in read_events(out / "events.jsonl") if e["event"] == "vehicle"]
+    named = sorted(v["brand"] for v in vehicles if v["brand"] != "unknown")
+    # the Golf ahead and the Hyundai police car, each once (one vehicle, one record), nothing else
+    assert named == ["hyundai", "volkswagen"], [(v["track_id"], v["brand"], v["votes"]) for v in vehicles]
+
+
+def test_urban_arterial_gets_no_false_brands(tmp_path: Path, videos: Path):
+    # An elevated city camera: badges are a few pixels; no brand can be read, so none may be named.
+    out = tmp_path / "out"
+    result = run_cli("run", str(videos / "urban_arterial.mp4"), "--out", str(out), "--max-frames", "500",
+                     "--no-progress")
+    assert result.returncode == 0, result.stderr
+    vehicles = [e for e in read_events(out / "events.jsonl") if e["event"] == "vehicle"]
+    assert len(vehicles) >= 10
+    assert [v["brand"] for v in vehicles if v["brand"] != "unknown"] == []
