@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from stream_pipeline.core.errors import UserError
@@ -104,14 +105,24 @@ def main(argv: list[str] | None = None) -> int:
     # Every log line, from any library, goes out with camera credentials masked.
     for handler in logging.getLogger().handlers:
         handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    terminated = []
+
+    def on_sigterm(signum, frame):
+        # A service manager's stop (systemd, docker stop) gets the same clean finish as Ctrl-C:
+        # video finalised, open tracks written; exit 143 as for a plain SIGTERM.
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        return 143 if terminated and code == 130 else code
     except UserError as exc:
         print(f"stream-pipeline: error: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("stream-pipeline: interrupted", file=sys.stderr)
-        return 130
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":

@@ -91,7 +91,9 @@ def test_corrupt_video_is_one_line_error(tmp_path: Path, no_brands_config: Path)
     assert "broken.mp4" in result.stderr and ("corrupt" in result.stderr or "cannot open" in result.stderr)
 
 
-def test_ctrl_c_finalises_video_and_writes_open_tracks(tmp_path: Path, videos: Path, no_brands_config: Path):
+@pytest.mark.parametrize("sig, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_finalises_video_and_writes_open_tracks(tmp_path: Path, videos: Path, no_brands_config: Path,
+                                                       sig, exit_code):
     # A looping live source cannot end before the signal arrives, however slow the machine;
     # the signal is sent once the program reports frames processed (its progress log line).
     server = RtspServer(tmp_path / "media", videos)
@@ -100,12 +102,12 @@ def test_ctrl_c_finalises_video_and_writes_open_tracks(tmp_path: Path, videos: P
     try:
         run.wait_for_frames(30)
         signalled_at = utc_now_iso()
-        run.signal(signal.SIGINT)
+        run.signal(sig)
         code, _, stderr = run.finish()
     finally:
         run.kill()
         server.stop()
-    assert code == 130, stderr
+    assert code == exit_code, stderr
     events = read_events(out / "events.jsonl")
     end = events[-1]
     assert end["status"] == "ended" and end["reason"] == "interrupted"
