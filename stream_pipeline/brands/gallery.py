@@ -172,6 +172,8 @@ class Gallery:
         sims = q @ self.embeddings.T  # (M, N)
         per_brand = np.where(self._ref_valid[None], sims[:, self._ref_index], -np.inf)  # (M, B, R)
         k = min(self.top_k, per_brand.shape[2])
+        if k == 1:
+            return per_brand.max(axis=2).astype(np.float32)
         top = -np.partition(-per_brand, k - 1, axis=2)[:, :, :k]
         counts = np.minimum(self._ref_valid.sum(axis=1), k)[None, :]
         top = np.where(np.isfinite(top), top, 0.0)

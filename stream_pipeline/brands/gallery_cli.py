@@ -191,6 +191,36 @@ def cmd_gallery(args) -> int:
     return 0
 
 
+def cmd_benchmark_gallery(args) -> int:
+    """Time a gallery lookup per crop at N references (the shipped gallery's brands, its
+    references resampled to N), crops one at a time as the brand stage sends small batches."""
+    import time
+
+    import numpy as np
+
+    from stream_pipeline.brands.gallery import Gallery
+
+    shipped = Gallery.load(gallery_path(args))
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(shipped.brands), size=args.references, replace=args.references > len(shipped.brands))
+    noise = rng.normal(0, 0.05, size=(args.references, shipped.embeddings.shape[1])).astype(np.float32)
+    g = Gallery(shipped.embeddings[idx] + noise, shipped.brands[idx], shipped.origins[idx], shipped.threshold,
+                shipped.model_digest, top_k=shipped.top_k)
+    queries = shipped.embeddings[rng.choice(len(shipped.brands), size=args.batch)] + 0.05
+    g.match(queries)  # warm-up
+    runs, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < args.seconds:
+        g.match(queries)
+        runs += 1
+    per_crop_ms = (time.perf_counter() - t0) / (runs * args.batch) * 1000
+    result = {"references": args.references, "brands": len(g.brand_names), "batch": args.batch,
+              "ms_per_crop": round(per_crop_ms, 4)}
+    print(json.dumps(result) if args.json else
+          f"gallery lookup: {per_crop_ms:.3f} ms per crop ({args.references} references, "
+          f"{len(g.brand_names)} brands, batches of {args.batch})")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("enroll", help="add a brand (or more references to one) to the gallery, without retraining")
     p.add_argument("brand", help="brand slug, as it will appear in events (e.g. alfa-romeo)")
@@ -211,3 +241,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, help="YAML configuration naming brands.gallery")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_gallery)
+
+    p = sub.add_parser("benchmark-gallery", help="time a gallery lookup per crop at N references")
+    p.add_argument("--references", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=1, help="crops per lookup")
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--gallery", default=None, metavar="FILE")
+    p.add_argument("--config", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_benchmark_gallery)
