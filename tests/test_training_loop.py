@@ -64,9 +64,10 @@ def test_fit_from_batches_trains_and_drives_keras_callbacks(tmp_path: Path):
     assert best.is_file()
 
 
-def test_init_from_copies_a_saved_classifier_and_refuses_other_labels(tmp_path: Path):
+def test_init_from_copies_a_saved_classifier_and_maps_other_labels(tmp_path: Path):
     """`train-classifier --init-from` starts fine-tuning from a saved model at another input size
-    (the network is fully convolutional), but never from one trained on other classes."""
+    (the network is fully convolutional); with other labels, the backbone and the softmax columns
+    of the labels both share are copied, and a new label starts least likely."""
     import json
 
     import pytest
@@ -88,8 +89,22 @@ def test_init_from_copies_a_saved_classifier_and_refuses_other_labels(tmp_path: 
     for a, b in zip(saved.get_weights(), fresh.get_weights()):
         np.testing.assert_array_equal(a, b)
 
-    with pytest.raises(UserError, match="other classes"):
-        _load_saved_classifier(fresh, tmp_path / "brand_classifier.keras", ["audi", "kia", "other"])
+    other = ["kia", "audi", "other", "tesla"]
+    grown, *_ = build_mobilenet(len(other), None, size=96)
+    _load_saved_classifier(grown, tmp_path / "brand_classifier.keras", other)
+    old, new = saved.get_weights(), grown.get_weights()
+    for a, b in zip(old[:-2], new[:-2]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(new[-2][:, 1], old[-2][:, 0])  # audi's column, moved
+    np.testing.assert_array_equal(new[-2][:, 2], old[-2][:, 2])  # other
+    assert new[-1][0] == new[-1][3] == old[-1].min()  # kia, tesla: new, start unlikely
+    cnn_like, *_ = build_mobilenet(len(labels), None, size=96)
+    import keras as _k
+
+    tiny = _k.Sequential([_k.Input((8,)), _k.layers.Dense(3)])
+    tiny.save(tmp_path / "other_arch.keras")
+    with pytest.raises(UserError, match="not a brand classifier"):
+        _load_saved_classifier(cnn_like, tmp_path / "other_arch.keras", other)
     with pytest.raises(UserError, match="no such model file"):
         _load_saved_classifier(fresh, tmp_path / "missing.keras", labels)
 

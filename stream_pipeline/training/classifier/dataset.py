@@ -415,6 +415,12 @@ def build_brand_dataset(shared: Path, min_images: int = 12, seed: int = 1337,
         rec.split = split_of[rec.group]
         if rec.brand in unseen:
             rec.split = "unseen"
+    # A photo with badges of a trained and a never-trained brand (e.g. acura beside lincoln): its
+    # trained-brand crops are dropped, so no photo is both trained on and used as "unknown".
+    unseen_groups = {rec.group for rec in records if rec.split == "unseen"}
+    mixed = [rec for rec in records if rec.group in unseen_groups and rec.split != "unseen"]
+    records = [rec for rec in records if not (rec.group in unseen_groups and rec.split != "unseen")]
+    problems += [f"dropped {rec.key} ({rec.brand}): same photo as a never-trained brand" for rec in mixed]
     records += _background_records(shared, records, n_background, seed)
     conflicts = [g for g, m in groups.items() if len({r.brand for r in m}) > 1]
     catalogue = catalogue_split(sorted(load_catalogue(shared)), classes, unseen, seed)
