@@ -85,21 +85,8 @@ def make_split(samples: list[Sample], threshold: int = PHASH_THRESHOLD, seed: in
     for members in by_group.values():
         first = samples[members[0]]
         strata.setdefault(f"{first.key.split('/')[0]}:{first.brand}", []).append(members)
-    rng = random.Random(seed)
     split = {"train": [], "val": [], "test": []}
-    for stratum in sorted(strata):
-        glist = sorted(strata[stratum], key=lambda m: samples[m[0]].key)
-        rng.shuffle(glist)
-        total = sum(len(m) for m in glist)
-        counts = {"test": 0, "val": 0}
-        for members in glist:
-            target = next(
-                (name for name in ("test", "val") if counts[name] + len(members) / 2 <= SPLIT_FRACTIONS[name] * total),
-                "train",
-            )
-            if target != "train":
-                counts[target] += len(members)
-            split[target].extend(samples[i].key for i in members)
+    _assign_strata(samples, strata, split, seed)
     n_multi = sum(1 for m in by_group.values() if len(m) > 1)
     return {
         "description": "Leakage-free split of ../shared/data/logo-boxes and logo-boxes-flickr (keys: <set>/<file>). "
@@ -113,6 +100,26 @@ def make_split(samples: list[Sample], threshold: int = PHASH_THRESHOLD, seed: in
         "val": sorted(split["val"]),
         "test": sorted(split["test"]),
     }
+
+
+def _assign_strata(samples: list[Sample], strata: dict[str, list[list[int]]], split: dict[str, list[str]],
+                   seed: int) -> None:
+    """Deal each stratum's groups (shuffled, seed) to test and val up to SPLIT_FRACTIONS of its
+    images, the rest to train; appends the keys to `split`."""
+    rng = random.Random(seed)
+    for stratum in sorted(strata):
+        glist = sorted(strata[stratum], key=lambda m: samples[m[0]].key)
+        rng.shuffle(glist)
+        total = sum(len(m) for m in glist)
+        counts = {"test": 0, "val": 0}
+        for members in glist:
+            target = next(
+                (name for name in ("test", "val") if counts[name] + len(members) / 2 <= SPLIT_FRACTIONS[name] * total),
+                "train",
+            )
+            if target != "train":
+                counts[target] += len(members)
+            split[target].extend(samples[i].key for i in members)
 
 
 def extend_split(samples: list[Sample], manifest: dict, threshold: int = PHASH_THRESHOLD, seed: int = SPLIT_SEED) -> dict:
@@ -143,20 +150,7 @@ def extend_split(samples: list[Sample], manifest: dict, threshold: int = PHASH_T
         else:
             first = samples[new[0]]
             strata.setdefault(f"{first.key.split('/')[0]}:{first.brand}", []).append(new)
-    rng = random.Random(seed)
-    for stratum in sorted(strata):
-        glist = sorted(strata[stratum], key=lambda m: samples[m[0]].key)
-        rng.shuffle(glist)
-        total = sum(len(m) for m in glist)
-        counts = {"test": 0, "val": 0}
-        for members in glist:
-            target = next(
-                (name for name in ("test", "val") if counts[name] + len(members) / 2 <= SPLIT_FRACTIONS[name] * total),
-                "train",
-            )
-            if target != "train":
-                counts[target] += len(members)
-            split[target].extend(samples[i].key for i in members)
+    _assign_strata(samples, strata, split, seed)
     sources = sorted({k.split("/", 1)[0] for keys in split.values() for k in keys})
     n_multi = sum(1 for m in by_group.values() if len(m) > 1)
     return {
