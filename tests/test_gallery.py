@@ -135,3 +135,25 @@ def test_enrol_rejects_a_bad_brand_name_and_empty_input(tmp_path):
     assert out.returncode == 2 and "not a slug" in out.stderr
     out = run_cli("enroll", "alfa-romeo", str(tmp_path), "--gallery", str(tmp_path / "g.npz"))
     assert out.returncode == 2 and "nothing to enrol" in out.stderr
+
+
+def test_open_set_study_references_are_road_first_and_judged_at_four_percent():
+    from stream_pipeline.training.classifier.open_set_study import judge, references
+
+    train = {"b": np.array(["a"] * 10 + ["b"] * 3), "d": np.array(["web"] * 6 + ["street"] * 4 + ["web"] * 3)}
+    refs = references(train, per_brand=4)
+    a_refs = [i for i in refs if train["b"][i] == "a"]
+    assert len(a_refs) == 4 and sum(train["d"][i] == "street" for i in a_refs) == 3  # 3/4 road
+    assert sorted(i for i in refs if train["b"][i] == "b") == [10, 11, 12]  # all it has
+
+    # 100 known val crops with confidences 0..0.99: the threshold rejects the lowest 4 %.
+    sets = {"val": {"b": np.array(["a"] * 100)},
+            "test": {"b": np.array(["a", "a", "b", "b"]), "d": np.array(["street"] * 4), "px": np.array([10, 30, 10, 30])},
+            "unseen": {"b": np.array(["x", "x", "y", "y"])}}
+    conf = {"val": np.arange(100) / 100, "test": np.array([0.9, 0.01, 0.9, 0.9]), "unseen": np.array([0.0, 0.02, 0.5, 0.9])}
+    pred = {"val": np.array(["a"] * 100), "test": np.array(["a", "a", "a", "b"]), "unseen": np.array(["a"] * 4)}
+    r = judge(sets, lambda s: (pred[s], conf[s]))
+    assert r["unknown_rejected"] == 0.5 and r["unknown_rejected_by_brand"] == {"x": 1.0, "y": 0.0}
+    assert r["known_test_rejected"] == 0.25
+    assert r["top1"] == 0.75 and r["top1_with_rejection"] == 0.5
+    assert r["street_under_24px_top1"] == 0.5

@@ -40,7 +40,7 @@ SPLIT_FRACTIONS = {"test": 0.15, "val": 0.15}
 SPLIT_SEED = 20261125
 VEHICLE_CLASSES = (2, 3, 5, 7)  # COCO car, motorcycle, bus, truck
 VEHICLES_CACHE = WORK_DIR / "vehicles.json"
-CLOSE_MIN_BADGE_PX = 20.0
+CLOSE_MIN_BADGE_PX = 40.0  # run 4 (20 px): blurry upscaled blobs became confident 150-300 px false boxes on whole photos
 CLOSE_BADGE_FRACTION = (0.2, 0.5)  # badge width / window width of the close-range windows
 
 
