@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--config", help="YAML configuration")
     bench.add_argument("--max-frames", type=int, default=300)
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
+    bench.add_argument("--compare-ultralytics", action="store_true",
+                       help="run `yolo track` (float yolo11n.pt, same classes and input size) and `stream-pipeline run` "
+                            "on the same clip as whole processes; print both FPS, the ratio and peak RSS")
+    bench.add_argument("--min-frames", type=int, default=1500, metavar="N",
+                       help="--compare-ultralytics: loop the clip (locally, no re-encoding) to at least N frames")
+    bench.add_argument("--keep", default=None, metavar="DIR", help="--compare-ultralytics: keep both runs' outputs in DIR")
     bench.set_defaults(func=_cmd_benchmark)
 
     from stream_pipeline.training.classifier.cli import add_commands as add_classifier_commands

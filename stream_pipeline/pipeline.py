@@ -22,9 +22,10 @@ from stream_pipeline.sinks.annotate import Annotator
 from stream_pipeline.sinks.events import EventLog, VehicleCsv
 from stream_pipeline.sinks.outdir import prepare_out_dir
 from stream_pipeline.sinks.snapshots import SnapshotWriter
-from stream_pipeline.sinks.video import VideoSink
+from stream_pipeline.sinks.threaded_video import open_video_sink
 from stream_pipeline.sinks.window import LiveWindow
 from stream_pipeline.sources import FrameSource, open_source
+from stream_pipeline.sources.prefetch import decode_ahead
 from stream_pipeline.tracking import TrackState, VehicleTracker
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class Pipeline:
     ) -> RunSummary:
         out = Path(out_dir)
         prepare_out_dir(out)
-        frame_source = open_source(source, self.config.source)
+        frame_source = decode_ahead(open_source(source, self.config.source), self.config.source.decode_ahead_frames)
         summary = RunSummary(source=frame_source.name, out_dir=out)
         clock = summary.stage_s
         progress = progress or ProgressCallback()
@@ -105,7 +106,7 @@ class Pipeline:
                 events.write({"event": "stream", "status": "error", "source": frame_source.name,
                               "error": str(exc), "wall_time": utc_now_iso()})
                 raise
-            video = stack.enter_context(VideoSink(out / "annotated.mp4", frame_source.fps, cfg.codec, cfg.h264_preset, cfg.h264_crf)) if cfg.video else None
+            video = stack.enter_context(open_video_sink(out / "annotated.mp4", frame_source.fps, cfg)) if cfg.video else None
             window = stack.enter_context(LiveWindow(self.config.display.window_name, self.config.display.max_window_px)) if show else None
             tracker = VehicleTracker(self.config.tracker, frame_rate=frame_source.fps)
             annotator = Annotator(self.detector.names, cfg.draw_clock)
