@@ -52,6 +52,19 @@ def compare_command(args: argparse.Namespace, source: Path, config) -> int:
     return 0
 
 
+def live_command(args: argparse.Namespace, source: Path, config) -> int:
+    from stream_pipeline.bench.live import latency_run, retimed_clip, soak_run, work_dir
+
+    with work_dir(args.keep) as tmp:
+        work = Path(tmp)
+        if args.latency_seconds:
+            _print({"latency": latency_run(source, args.input_fps, args.latency_seconds, config, work)}, args.json)
+        if args.soak_minutes:
+            clip = retimed_clip(source, args.input_fps, work)
+            _print({"soak": soak_run(clip, args.soak_minutes, args.config, work)}, args.json)
+    return 0
+
+
 def benchmark_command(args: argparse.Namespace) -> int:
     source = Path(args.source) if args.source else shared_path("videos", "highway_overpass_720p.mp4")
     if not source.is_file():
@@ -59,6 +72,8 @@ def benchmark_command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if getattr(args, "compare_ultralytics", False):
         return compare_command(args, source, config)
+    if getattr(args, "latency_seconds", None) or getattr(args, "soak_minutes", None):
+        return live_command(args, source, config)
     pipeline = Pipeline(config)
     # Warm-up: first inferences compile kernels and fill caches.
     with tempfile.TemporaryDirectory() as tmp:

@@ -81,7 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "on the same clip as whole processes; print both FPS, the ratio and peak RSS")
     bench.add_argument("--min-frames", type=int, default=1500, metavar="N",
                        help="--compare-ultralytics: loop the clip (locally, no re-encoding) to at least N frames")
-    bench.add_argument("--keep", default=None, metavar="DIR", help="--compare-ultralytics: keep both runs' outputs in DIR")
+    bench.add_argument("--keep", default=None, metavar="DIR", help="keep the runs' outputs (and made clips) in DIR")
+    bench.add_argument("--latency-seconds", type=float, default=None, metavar="S",
+                       help="live latency: serve the clip from a local RTSP server at --input-fps for S seconds and "
+                            "report capture-to-overlay latency")
+    bench.add_argument("--soak-minutes", type=float, default=None, metavar="M",
+                       help="memory soak: `stream-pipeline run` on a local RTSP loop of the clip for M minutes; "
+                            "RSS start, peak and end")
+    bench.add_argument("--input-fps", type=float, default=25.0, metavar="FPS",
+                       help="--latency-seconds / --soak-minutes: frame rate the clip is served at (default 25)")
     bench.set_defaults(func=_cmd_benchmark)
 
     from stream_pipeline.training.classifier.cli import add_commands as add_classifier_commands

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +83,7 @@ class Pipeline:
         show: bool = False,
         progress: ProgressCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
+        extra_observers: Sequence[RunObserver] = (),
     ) -> RunSummary:
         out = Path(out_dir)
         prepare_out_dir(out)
@@ -110,7 +111,7 @@ class Pipeline:
             window = stack.enter_context(LiveWindow(self.config.display.window_name, self.config.display.max_window_px)) if show else None
             tracker = VehicleTracker(self.config.tracker, frame_rate=frame_source.fps)
             annotator = Annotator(self.detector.names, cfg.draw_clock)
-            observers: list[RunObserver] = build_observers(self.config, self.detector.names)
+            observers: list[RunObserver] = [*build_observers(self.config, self.detector.names), *extra_observers]
             summary.source_fps = frame_source.fps
             events.write({"event": "stream", "status": "started", "source": frame_source.name,
                           "live": frame_source.is_live, "fps": round(frame_source.fps, 3),
