@@ -70,6 +70,10 @@ def benchmark_command(args: argparse.Namespace) -> int:
     if not source.is_file():
         raise UserError(f"benchmark input not found: {source}")
     config = load_config(args.config)
+    if getattr(args, "height", None):
+        from stream_pipeline.bench.clips import resized_clip
+
+        source = resized_clip(source, args.height)
     if getattr(args, "compare_ultralytics", False):
         return compare_command(args, source, config)
     if getattr(args, "latency_seconds", None) or getattr(args, "soak_minutes", None):

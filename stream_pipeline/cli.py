@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--soak-minutes", type=float, default=None, metavar="M",
                        help="memory soak: `stream-pipeline run` on a local RTSP loop of the clip for M minutes; "
                             "RSS start, peak and end")
+    bench.add_argument("--height", type=int, default=None, metavar="ROWS",
+                       help="first resize the clip (locally, same aspect ratio) to this many rows, e.g. 1080 or 360")
     bench.add_argument("--input-fps", type=float, default=25.0, metavar="FPS",
                        help="--latency-seconds / --soak-minutes: frame rate the clip is served at (default 25)")
     bench.set_defaults(func=_cmd_benchmark)

@@ -171,3 +171,21 @@ def test_interrupt_with_decode_ahead_and_encode_behind_finalises_everything(
     assert end["reason"] == "interrupted" and 20 <= end["frames"] < 3000
     frames, _ = count_video_frames(out / "annotated.mp4")
     assert frames == end["frames"]  # every processed frame was encoded before finalising
+
+
+def test_latency_benchmark_measures_capture_to_overlay_on_a_local_stream(tmp_path: Path, no_brands_config: Path):
+    import json
+
+    from tests.conftest import run_cli
+
+    result = run_cli("benchmark", "--latency-seconds", "8", "--config", str(no_brands_config), "--json",
+                     "--keep", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    latency = json.loads(result.stdout.strip().splitlines()[-1])["latency"]
+    assert latency["input_fps"] == 25.0 and latency["frames_processed"] >= 10
+    # Capture precedes hand-over, which precedes the drawn overlay.
+    assert latency["capture_to_overlay_ms"]["median"] >= latency["receive_to_overlay_ms"]["median"] > 0
+    served = Path(latency["clip"])
+    source = VideoFileSource(served)
+    with source:
+        assert abs(source.fps - 25.0) < 0.01 and source.total_frames == 426  # same pictures, re-timed

@@ -53,3 +53,31 @@ def looped_clip(source: Path, min_frames: int, out_dir: Path | None = None) -> t
                 offset = last
     os.replace(partial, target)
     return target, frames * loops
+
+
+def resized_clip(source: Path, height: int, out_dir: Path | None = None) -> Path:
+    """`source` re-encoded (H.264, crf 18) at `height` rows, same aspect ratio and frame rate;
+    for measuring other resolutions with the same content. Cached by name and height."""
+    import av
+    import cv2
+
+    out_dir = out_dir or cache_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{source.stem}_{height}p.mp4"
+    if target.is_file():
+        return target
+    partial = target.with_suffix(".partial.mp4")
+    with av.open(str(source)) as inp, av.open(str(partial), mode="w") as out:
+        in_stream = inp.streams.video[0]
+        width = int(round(in_stream.codec_context.width * height / in_stream.codec_context.height / 2)) * 2
+        stream = out.add_stream("libx264", rate=in_stream.average_rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "18", "preset": "fast"}
+        for frame in inp.decode(in_stream):
+            image = cv2.resize(frame.to_ndarray(format="bgr24"), (width, height), interpolation=cv2.INTER_AREA)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    os.replace(partial, target)
+    return target
