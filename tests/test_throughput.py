@@ -189,3 +189,28 @@ def test_latency_benchmark_measures_capture_to_overlay_on_a_local_stream(tmp_pat
     source = VideoFileSource(served)
     with source:
         assert abs(source.fps - 25.0) < 0.01 and source.total_frames == 426  # same pictures, re-timed
+
+
+def test_vendored_bytetrack_tracks_exactly_as_ultralytics(videos: Path):
+    """The runtime imports ByteTrack from stream_pipeline.tracking.bytetrack (no torch); it must
+    give the ids and boxes ultralytics' own BYTETracker gives on real detections."""
+    from ultralytics.trackers.byte_tracker import BYTETracker as UltralyticsByteTrack
+
+    from stream_pipeline.tracking.bytetrack import BYTETracker
+    from stream_pipeline.tracking.tracker import _BoxesView, load_tracker_yaml
+
+    args = load_tracker_yaml("configs/bytetrack.yaml")
+    ours, theirs = BYTETracker(args), UltralyticsByteTrack(args)
+    detector = VehicleDetector(DetectorConfig())
+    capture = cv2.VideoCapture(str(videos / "highway_overpass_720p.mp4"))
+    rows = 0
+    for _ in range(120):
+        ok, image = capture.read()
+        assert ok
+        d = detector.detect(image)
+        boxes = _BoxesView(d.xyxy, d.confidence, d.class_id.astype(np.float32))
+        a, b = ours.update(boxes, image), theirs.update(boxes, image)
+        assert np.array_equal(a, b)
+        rows += len(a)
+    capture.release()
+    assert rows > 500
