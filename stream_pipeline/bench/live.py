@@ -11,7 +11,8 @@ the pipeline itself. Receive-to-overlay (from the reader's hand-over) is reporte
 
 Soak (`benchmark --soak-minutes N`): `stream-pipeline run` on the stream as a separate
 process; RSS of its process tree sampled every few seconds; start (first frame), warm
-(after 10 % of the time), peak and end are reported.
+(after 10 % of the time), peak and end are reported; the run is then stopped with SIGTERM
+(clean finish, exit 143).
 """
 
 from __future__ import annotations
@@ -188,7 +189,9 @@ def soak_run(clip: Path, minutes: float, config_path: str | None, work: Path, sa
                 time.sleep(sample_s if first_frame_at is not None else 0.5)
         finally:
             if child.poll() is None:
-                child.send_signal(signal.SIGINT)  # a clean stop: video finalised, records written
+                # A clean stop (video finalised, records written). SIGTERM, not SIGINT: a benchmark
+                # started in the background (`cmd &`) passes SIGINT on as ignored.
+                child.send_signal(signal.SIGTERM)
                 try:
                     child.wait(120)
                 except subprocess.TimeoutExpired:
@@ -198,9 +201,9 @@ def soak_run(clip: Path, minutes: float, config_path: str | None, work: Path, sa
     times = np.array([t for t, _ in samples])
     rss = np.array([m for _, m in samples])
     warm = float(rss[np.searchsorted(times, 0.1 * times[-1])])
-    return {"minutes": round(times[-1] / 60, 2), "samples": len(samples), "exit_code": child.returncode,
+    return {"minutes": round(float(times[-1]) / 60, 2), "samples": len(samples), "exit_code": child.returncode,
             "rss_start_mb": round(float(rss[0]), 1), "rss_warm_mb": round(warm, 1), "rss_peak_mb": round(float(rss.max()), 1),
-            "rss_end_mb": round(float(rss[-1]), 1), "growth_end_vs_warm_pct": round(100 * (rss[-1] / warm - 1), 2)}
+            "rss_end_mb": round(float(rss[-1]), 1), "growth_end_vs_warm_pct": round(float(100 * (rss[-1] / warm - 1)), 2)}
 
 
 def work_dir(keep: str | None):
