@@ -26,11 +26,58 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
+def _print(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result))
+        return
+    for key, value in result.items():
+        print(f"{key:>16}: {value}")
+
+
+def compare_command(args: argparse.Namespace, source: Path, config) -> int:
+    from stream_pipeline.bench.clips import looped_clip
+    from stream_pipeline.bench.compare import compare
+
+    clip, frames = looped_clip(source, args.min_frames)
+    result = compare(clip, frames, config, args.config, keep=Path(args.keep) if args.keep else None)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    y, s = result["yolo_track"], result["stream_pipeline"]
+    print(f"clip: {clip} ({frames} frames), brands {'on' if config.brands.enabled else 'off'}")
+    print(f"  yolo track          : {y['fps']:6.2f} FPS  ({y['wall_s']:.1f} s)  peak RSS {y['peak_rss_tree_mb']:.0f} MB (tree), {y['peak_rss_max_mb']:.0f} MB (largest process)")
+    print(f"  stream-pipeline run : {s['fps']:6.2f} FPS  ({s['wall_s']:.1f} s)  peak RSS {s['peak_rss_tree_mb']:.0f} MB (tree), {s['peak_rss_max_mb']:.0f} MB (largest process), {s['vehicles']} vehicles")
+    print(f"  ratio               : {result['ratio']:.2f}  (load average after: {result['load_avg_1m_after']})")
+    print(f"  commands: {y['command']}\n            {s['command']}")
+    return 0
+
+
+def live_command(args: argparse.Namespace, source: Path, config) -> int:
+    from stream_pipeline.bench.live import latency_run, retimed_clip, soak_run, work_dir
+
+    with work_dir(args.keep) as tmp:
+        work = Path(tmp)
+        if args.latency_seconds:
+            _print({"latency": latency_run(source, args.input_fps, args.latency_seconds, config, work)}, args.json)
+        if args.soak_minutes:
+            clip = retimed_clip(source, args.input_fps, work)
+            _print({"soak": soak_run(clip, args.soak_minutes, args.config, work)}, args.json)
+    return 0
+
+
 def benchmark_command(args: argparse.Namespace) -> int:
     source = Path(args.source) if args.source else shared_path("videos", "highway_overpass_720p.mp4")
     if not source.is_file():
         raise UserError(f"benchmark input not found: {source}")
     config = load_config(args.config)
+    if getattr(args, "height", None):
+        from stream_pipeline.bench.clips import resized_clip
+
+        source = resized_clip(source, args.height)
+    if getattr(args, "compare_ultralytics", False):
+        return compare_command(args, source, config)
+    if getattr(args, "latency_seconds", None) or getattr(args, "soak_minutes", None):
+        return live_command(args, source, config)
     pipeline = Pipeline(config)
     # Warm-up: first inferences compile kernels and fill caches.
     with tempfile.TemporaryDirectory() as tmp:
@@ -51,9 +98,5 @@ def benchmark_command(args: argparse.Namespace) -> int:
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "brands_enabled": config.brands.enabled,
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>16}: {value}")
+    _print(result, args.json)
     return 0

@@ -76,6 +76,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--config", help="YAML configuration")
     bench.add_argument("--max-frames", type=int, default=300)
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
+    bench.add_argument("--compare-ultralytics", action="store_true",
+                       help="run `yolo track` (float yolo11n.pt, same classes and input size) and `stream-pipeline run` "
+                            "on the same clip as whole processes; print both FPS, the ratio and peak RSS")
+    bench.add_argument("--min-frames", type=int, default=1500, metavar="N",
+                       help="--compare-ultralytics: loop the clip (locally, no re-encoding) to at least N frames")
+    bench.add_argument("--keep", default=None, metavar="DIR", help="keep the runs' outputs (and made clips) in DIR")
+    bench.add_argument("--latency-seconds", type=float, default=None, metavar="S",
+                       help="live latency: serve the clip from a local RTSP server at --input-fps for S seconds and "
+                            "report capture-to-overlay latency")
+    bench.add_argument("--soak-minutes", type=float, default=None, metavar="M",
+                       help="memory soak: `stream-pipeline run` on a local RTSP loop of the clip for M minutes; "
+                            "RSS start, peak and end")
+    bench.add_argument("--height", type=int, default=None, metavar="ROWS",
+                       help="first resize the clip (locally, same aspect ratio) to this many rows, e.g. 1080 or 360")
+    bench.add_argument("--input-fps", type=float, default=25.0, metavar="FPS",
+                       help="--latency-seconds / --soak-minutes: frame rate the clip is served at (default 25)")
     bench.set_defaults(func=_cmd_benchmark)
 
     from stream_pipeline.training.classifier.cli import add_commands as add_classifier_commands

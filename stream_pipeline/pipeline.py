@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +22,10 @@ from stream_pipeline.sinks.annotate import Annotator
 from stream_pipeline.sinks.events import EventLog, VehicleCsv
 from stream_pipeline.sinks.outdir import prepare_out_dir
 from stream_pipeline.sinks.snapshots import SnapshotWriter
-from stream_pipeline.sinks.video import VideoSink
+from stream_pipeline.sinks.threaded_video import open_video_sink
 from stream_pipeline.sinks.window import LiveWindow
 from stream_pipeline.sources import FrameSource, open_source
+from stream_pipeline.sources.prefetch import decode_ahead
 from stream_pipeline.tracking import TrackState, VehicleTracker
 
 log = logging.getLogger(__name__)
@@ -82,10 +83,11 @@ class Pipeline:
         show: bool = False,
         progress: ProgressCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
+        extra_observers: Sequence[RunObserver] = (),
     ) -> RunSummary:
         out = Path(out_dir)
         prepare_out_dir(out)
-        frame_source = open_source(source, self.config.source)
+        frame_source = decode_ahead(open_source(source, self.config.source), self.config.source.decode_ahead_frames)
         summary = RunSummary(source=frame_source.name, out_dir=out)
         clock = summary.stage_s
         progress = progress or ProgressCallback()
@@ -105,11 +107,11 @@ class Pipeline:
                 events.write({"event": "stream", "status": "error", "source": frame_source.name,
                               "error": str(exc), "wall_time": utc_now_iso()})
                 raise
-            video = stack.enter_context(VideoSink(out / "annotated.mp4", frame_source.fps, cfg.codec, cfg.h264_preset, cfg.h264_crf)) if cfg.video else None
+            video = stack.enter_context(open_video_sink(out / "annotated.mp4", frame_source.fps, cfg)) if cfg.video else None
             window = stack.enter_context(LiveWindow(self.config.display.window_name, self.config.display.max_window_px)) if show else None
             tracker = VehicleTracker(self.config.tracker, frame_rate=frame_source.fps)
             annotator = Annotator(self.detector.names, cfg.draw_clock)
-            observers: list[RunObserver] = build_observers(self.config, self.detector.names)
+            observers: list[RunObserver] = [*build_observers(self.config, self.detector.names), *extra_observers]
             summary.source_fps = frame_source.fps
             events.write({"event": "stream", "status": "started", "source": frame_source.name,
                           "live": frame_source.is_live, "fps": round(frame_source.fps, 3),

@@ -126,8 +126,10 @@ def test_report_reads_on_a_phone(folder_run: Path, chromium: str, tmp_path: Path
     assert seen["scrollWidth"] <= 390  # nothing wider than the screen: no sideways scrolling
     shot = _screenshot(chromium, run_dir / "report.html", 390, 1600, tmp_path / "phone.png", tmp_path)
     pixels = np.asarray(shot).reshape(-1, 3)
-    # Not blank: text, charts and thumbnails give many colours and a spread of brightness.
-    assert len(np.unique(pixels // 16, axis=0)) > 200
+    # Not blank: text, charts and thumbnails give many colours and a spread of brightness. The
+    # count depends on which vehicle thumbnails come first (189 and 205 seen for two detector
+    # exports on the same clip); a blank or unstyled page has a few dozen at most.
+    assert len(np.unique(pixels // 16, axis=0)) > 150
     assert pixels.std() > 25
 
 

@@ -34,6 +34,8 @@ class SourceConfig(_Section):
     open_timeout_s: float = Field(15.0, gt=0, le=600)
     # RTSP transport; TCP survives packet loss and NAT better than UDP.
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    # Files: frames decoded ahead on a thread of their own (0 = decode in the pipeline thread).
+    decode_ahead_frames: int = Field(8, ge=0, le=256)
 
 
 class DetectorConfig(_Section):
@@ -48,6 +50,12 @@ class DetectorConfig(_Section):
     min_box_px: int = Field(12, ge=0, le=1000)
     # One NMS over all vehicle classes: a van boxed as both car and truck is one vehicle.
     agnostic_nms: bool = True
+    # OpenVINO exports of the same network at other input shapes; each stream uses the one with
+    # the smallest input that holds its frames at the main model's scale (16:9: 384x640).
+    shaped_models: list[str] = Field(default_factory=lambda: ["models/vehicle_detector_384x640"])
+    # auto: OpenVINO exports run through OpenVINO directly, .pt through ultralytics;
+    # ultralytics: every model through ultralytics' predict (shaped_models unused).
+    runtime: Literal["auto", "ultralytics"] = "auto"
 
     @field_validator("classes")
     @classmethod
@@ -123,6 +131,8 @@ class OutputConfig(_Section):
     h264_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "superfast"
     # libx264 constant quality (lower = better and bigger; 18-28 is sensible).
     h264_crf: int = Field(23, ge=0, le=51)
+    # Annotated frames queued for encoding on a thread of its own (0 = encode in the pipeline thread).
+    encode_behind_frames: int = Field(8, ge=0, le=256)
     snapshots: bool = True
     csv: bool = True
     # Draw the frame time and counters on the annotated video.

@@ -22,6 +22,8 @@ class Frame:
     index: int  # 0-based position in the stream (frames read, not frames processed)
     timestamp_s: float  # stream position in seconds
     source: str = ""
+    # Live sources: time.monotonic() when the reader received the picture (latency measurements).
+    captured_at: float | None = None
 
     def __post_init__(self) -> None:
         if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:

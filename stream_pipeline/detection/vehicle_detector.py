@@ -36,16 +36,52 @@ def load_yolo(path: Path, task: str = "detect"):
 
 
 class VehicleDetector:
-    """Finds vehicles in a frame; class ids in the returned Detections are COCO ids."""
+    """Finds vehicles in a frame; class ids in the returned Detections are COCO ids.
+
+    OpenVINO exports run through OpenVINO directly (`openvino_direct`), unless
+    `runtime: ultralytics`; .pt checkpoints through ultralytics. With `shaped_models`, the
+    first frame picks the export with the smallest input that holds the frame at the scale
+    the main model would use (a 16:9 frame: the 384x640 export instead of 640x640 with
+    grey bars); frames of another shape later pick again.
+    """
 
     def __init__(self, config: DetectorConfig) -> None:
         self.config = config
         self.path = resolve_model_path(config.model)
-        self.model = load_yolo(self.path)
         self.class_ids = [COCO_VEHICLE_IDS[name] for name in config.classes]
         self.names = COCO_NAMES
+        self.direct = config.runtime != "ultralytics" and self.path.is_dir()
+        self.model = None if self.direct else load_yolo(self.path)
+        self._main = self._load_direct(self.path) if self.direct else None
+        self._shaped = [self._load_direct(resolve_model_path(p)) for p in config.shaped_models] if self.direct else []
+        self._chosen: dict[tuple[int, int], object] = {}
+
+    def _load_direct(self, path: Path):
+        from stream_pipeline.detection.openvino_direct import OpenVinoYolo
+
+        if not path.exists():
+            raise ModelError(f"model not found: {path}")
+        return OpenVinoYolo(path, self.class_ids, self.config.confidence, self.config.iou, self.config.agnostic_nms)
+
+    def backend_for(self, height: int, width: int):
+        """The export used for frames of this size (smallest input that fits at the main model's scale)."""
+        key = (height, width)
+        if key not in self._chosen:
+            main_h, main_w = self._main.input_hw
+            scale = min(main_h / height, main_w / width)
+            fitting = [m for m in self._shaped if m.fits(height, width, scale)]
+            best = min(fitting, key=lambda m: m.input_hw[0] * m.input_hw[1], default=self._main)
+            if best.input_hw[0] * best.input_hw[1] >= main_h * main_w:
+                best = self._main
+            log.info("vehicle detector for %dx%d frames: %s (input %dx%d)", width, height, best.folder.name,
+                     best.input_hw[1], best.input_hw[0])
+            self._chosen[key] = best
+        return self._chosen[key]
 
     def detect(self, image: np.ndarray) -> Detections:
+        if self.direct:
+            detections = self.backend_for(*image.shape[:2]).detect(image)
+            return self._min_size(detections)
         result = self.model.predict(
             image,
             imgsz=self.config.imgsz,
@@ -64,7 +100,10 @@ class VehicleDetector:
             confidence=boxes.conf.cpu().numpy(),
             class_id=boxes.cls.cpu().numpy().astype(np.int32),
         )
-        if self.config.min_box_px:
+        return self._min_size(detections)
+
+    def _min_size(self, detections: Detections) -> Detections:
+        if self.config.min_box_px and len(detections):
             sides = np.minimum(detections.xyxy[:, 2] - detections.xyxy[:, 0], detections.xyxy[:, 3] - detections.xyxy[:, 1])
             detections = detections[sides >= self.config.min_box_px]
         return detections

@@ -204,11 +204,13 @@ class LiveSource(CaptureSource):
             log.info("reconnected to %s", self.name)
 
     def _deliver(self, image: np.ndarray) -> None:
+        now = time.monotonic()
         frame = Frame(
             image=np.ascontiguousarray(image),
             index=self._read_count,
-            timestamp_s=time.monotonic() - self._t0,
+            timestamp_s=now - self._t0,
             source=self.name,
+            captured_at=now,
         )
         self._read_count += 1
         self._last_image = frame.image

@@ -1,6 +1,6 @@
 """Vehicle tracking: ultralytics' ByteTrack plus a track lifecycle.
 
-ByteTrack (ultralytics.trackers.BYTETracker) assigns ids; `VehicleTracker` adds what
+ByteTrack (ultralytics' BYTETracker, vendored in tracking/bytetrack/ so torch is never imported) assigns ids; `VehicleTracker` adds what
 the pipeline needs on top: a track becomes a vehicle only after `min_hits` matched
 frames, and when ByteTrack drops a track its state is handed back once (to be written
 as an event) and forgotten, so per-track memory stays bounded on endless streams.
@@ -102,7 +102,7 @@ class VehicleTracker:
     """Assigns track ids to detections and reports tracks that have ended."""
 
     def __init__(self, config: TrackerConfig, frame_rate: float = 30.0) -> None:
-        from ultralytics.trackers.byte_tracker import BYTETracker
+        from stream_pipeline.tracking.bytetrack import BYTETracker
 
         self.config = config
         self.args = load_tracker_yaml(config.config)
