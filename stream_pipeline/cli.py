@@ -24,6 +24,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from stream_pipeline.serve.command import serve_command
+
+    return serve_command(args)
+
+
 def _cmd_fetch_samples(args: argparse.Namespace) -> int:
     from stream_pipeline.samples import fetch_samples
 
@@ -61,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames per source")
     run.add_argument("--no-progress", action="store_true", help="no progress display")
     run.set_defaults(func=_cmd_run)
+
+    serve = sub.add_parser("serve", help="run many cameras in one process (one model set, batched detection)")
+    serve.add_argument("cameras", metavar="CAMERAS.yaml", help="the cameras: name, source, zones, overrides")
+    serve.add_argument("--config", help="base YAML configuration for every camera (default: configs/default.yaml)")
+    serve.add_argument("--out", help="output folder, one sub-folder per camera (default: runs/serve-<timestamp>/)")
+    serve.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop each camera after N frames")
+    serve.add_argument("--no-progress", action="store_true", help="status log lines instead of the live table")
+    serve.set_defaults(func=_cmd_serve)
 
     fetch = sub.add_parser("fetch-samples", help="fetch the sample clips listed in samples/manifest.yaml")
     fetch.add_argument("--dest", default=None, help="folder to put them in (default: samples/videos)")

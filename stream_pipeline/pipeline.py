@@ -74,9 +74,16 @@ class Pipeline:
         self.detector = VehicleDetector(config.detector)
         self.recognizer = BrandRecognizer(config.brands) if config.brands.enabled else None
 
+    @classmethod
+    def with_models(cls, config: PipelineConfig, detector, recognizer: BrandRecognizer | None) -> "Pipeline":
+        """A pipeline on models loaded elsewhere (serve: one model set shared by many cameras)."""
+        pipeline = cls.__new__(cls)
+        pipeline.config, pipeline.detector, pipeline.recognizer = config, detector, recognizer
+        return pipeline
+
     def run(
         self,
-        source: str | Path,
+        source: str | Path | FrameSource,
         out_dir: str | Path,
         max_frames: int | None = None,
         show: bool = False,
@@ -85,7 +92,7 @@ class Pipeline:
     ) -> RunSummary:
         out = Path(out_dir)
         prepare_out_dir(out)
-        frame_source = open_source(source, self.config.source)
+        frame_source = source if isinstance(source, FrameSource) else open_source(source, self.config.source)
         summary = RunSummary(source=frame_source.name, out_dir=out)
         clock = summary.stage_s
         progress = progress or ProgressCallback()

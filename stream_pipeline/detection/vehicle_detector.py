@@ -46,8 +46,12 @@ class VehicleDetector:
         self.names = COCO_NAMES
 
     def detect(self, image: np.ndarray) -> Detections:
-        result = self.model.predict(
-            image,
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: list[np.ndarray]) -> list[Detections]:
+        """One predict call over several frames (serve: one frame per camera); one result each."""
+        results = self.model.predict(
+            list(images),
             imgsz=self.config.imgsz,
             conf=self.config.confidence,
             iou=self.config.iou,
@@ -55,7 +59,10 @@ class VehicleDetector:
             agnostic_nms=self.config.agnostic_nms,
             verbose=False,
             device="cpu",
-        )[0]
+        )
+        return [self._to_detections(result) for result in results]
+
+    def _to_detections(self, result) -> Detections:
         boxes = result.boxes
         if boxes is None or len(boxes) == 0:
             return Detections.empty()
