@@ -118,6 +118,7 @@ class CameraSource(FrameSource):
         self._last_index = -1
         self._last_stream_s = 0.0
         self._gap_open = False
+        self._gap_from = -1  # last frame before the open gap
         self._gap_attempts = 0
         self._dropped_before = 0
         self._next_status = time.monotonic() + status_interval_s
@@ -206,7 +207,7 @@ class CameraSource(FrameSource):
         if not self._gap_open:
             self._emit({"status": "stalled", "stream_s": round(self._last_stream_s, 3),
                         "last_frame": self._last_index, "reason": str(error)})
-            self._gap_open = True
+            self._gap_open, self._gap_from = True, self._last_index
         if self.retry.max_attempts is not None and failures > self.retry.max_attempts:
             stats.state = "failed"
             raise SourceError(f"{error} (gave up after {self.retry.max_attempts} retries)")
@@ -229,8 +230,9 @@ class CameraSource(FrameSource):
             stream_s = captured - self._t0
         else:
             captured, stream_s = time.monotonic(), frame.timestamp_s
-        if self._gap_open:
-            # The first frame after a gap the inner reader did not close itself (reopened here).
+        if self._gap_open and index > self._gap_from:
+            # The first new frame after a gap the inner reader did not close itself (reopened here);
+            # a frame read before the gap may still come out after the `stalled` notice.
             self._emit({"status": "resumed", "stream_s": round(stream_s, 3), "frame": index,
                         "seconds_lost": round(stream_s - self._last_stream_s, 3), "reconnects": self._gap_attempts,
                         "stale_frames_dropped": 0})
@@ -257,7 +259,7 @@ class CameraSource(FrameSource):
         if notice.get("status") == "stalled":
             if self._gap_open:
                 return  # already reported
-            self._gap_open = True
+            self._gap_open, self._gap_from = True, notice.get("last_frame", self._last_index)
             self.stats.state = "stalled"
         elif notice.get("status") == "resumed":
             self._gap_open, self._gap_attempts = False, 0
