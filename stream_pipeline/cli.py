@@ -60,12 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="detect, track and name the brand of vehicles in a video source")
-    run.add_argument("source", help="video file, folder of videos, rtsp:// URL, or webcam (0, /dev/video0)")
+    run.add_argument("source", help="video file, folder of videos, text file listing videos, rtsp:// URL, or webcam (0, /dev/video0)")
     run.add_argument("--config", help="YAML configuration (default: configs/default.yaml)")
     run.add_argument("--out", help="output folder (default: runs/<timestamp>/)")
     run.add_argument("--show", action="store_true", help="show a live window (q quits)")
     run.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames per source")
     run.add_argument("--no-progress", action="store_true", help="no progress display")
+    run.add_argument("--ray", metavar="ADDRESS", default=None,
+                     help="run the videos as tasks on a Ray cluster (host:port of its head, or auto); needs the cluster extra")
+    run.add_argument("--workers", type=int, default=None, metavar="N", help="with --ray: at most N videos at a time (default: the cluster's CPUs)")
+    run.add_argument("--retries", type=int, default=2, metavar="N", help="with --ray: retries of a video whose task failed unexpectedly (default 2)")
     run.set_defaults(func=_cmd_run)
 
     serve = sub.add_parser("serve", help="run many cameras in one process (one model set, batched detection)")
