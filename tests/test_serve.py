@@ -45,6 +45,14 @@ cameras:
     assert not north.brands.enabled and not south.brands.enabled
 
 
+def test_example_cameras_file_is_valid():
+    from stream_pipeline.core.paths import CONFIGS_DIR
+
+    serve, configs = load_cameras(CONFIGS_DIR / "cameras.yaml")
+    assert [c.name for c in serve.cameras] == ["north-gate", "car-park", "desk-webcam"]
+    assert configs["car-park"].output.video is False and configs["north-gate"].zones[0].name == "entry"
+
+
 @pytest.mark.parametrize("text, message", [
     ("cameras:\n  - name: a\n    source: x.mp4\n    overrides: {tracker: {min_hit: 2}}\n",
      "cameras[0] (a): unknown key 'overrides.tracker.min_hit'"),
