@@ -126,3 +126,10 @@ def test_list_file_of_inputs_and_no_ray_import_without_flag(tmp_path: Path, clip
     assert result.returncode == 0 and "no ray" in result.stdout, result.stderr
     assert sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != "report") == [Path(n).stem for n in CLIPS[1:]]
     assert {row["video"] for row in _rows(out / "summary.csv")} <= {Path(n).stem for n in CLIPS[1:]}
+
+
+def test_unreachable_ray_head_is_one_line_error(tmp_path: Path, clip_folder: Path):
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    result = run_cli("run", str(clip_folder), "--out", str(tmp_path / "out"), "--ray", address)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"stream-pipeline: error: cannot reach the Ray head at {address}: Connection refused"]

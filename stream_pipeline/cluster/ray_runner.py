@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from stream_pipeline.core.redaction import redact
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
 
+CONNECT_TIMEOUT_S = 10.0
 # The worker process's pipeline, kept between its tasks: loading the models costs seconds.
 _PIPELINES: dict[str, object] = {}
 
@@ -51,11 +53,25 @@ def process_video(config: PipelineConfig, source: str, out_dir: str, max_frames:
             "vehicles": summary.vehicles, "brands_decided": summary.brands_decided, "elapsed_s": summary.elapsed_s}
 
 
+def _reachable(address: str) -> None:
+    """A head that does not answer fails in seconds here; Ray itself would retry for minutes."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--ray: expected HOST:PORT of the Ray head, or auto; got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise UserError(f"cannot reach the Ray head at {address}: {exc.strerror or exc}") from None
+
+
 def _connect(address: str):
     try:
         import ray
     except ImportError:
         raise UserError("--ray needs Ray: pip install 'stream-pipeline[cluster]'") from None
+    _reachable(address)
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
