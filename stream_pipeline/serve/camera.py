@@ -211,7 +211,7 @@ class CameraSource(FrameSource):
         if self.retry.max_attempts is not None and failures > self.retry.max_attempts:
             stats.state = "failed"
             raise SourceError(f"{error} (gave up after {self.retry.max_attempts} retries)")
-        delay = min(self.retry.max_s, self.retry.initial_s * 2 ** (failures - 1))
+        delay = min(self.retry.max_s, self.retry.initial_s * 2 ** min(failures - 1, 40))  # no float overflow on a camera away for days
         stats.state, stats.retries = "retrying", stats.retries + 1
         self._gap_attempts += 1
         log.warning("camera %s: %s; retry %d in %.0f s", stats.name, error, failures, delay)
