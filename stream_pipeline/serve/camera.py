@@ -45,19 +45,19 @@ class CameraStats:
     error: str | None = None
     last_frame_at: float | None = None  # monotonic time the newest frame was captured
     started_at: float = field(default_factory=time.monotonic)
-    _ticks: deque = field(default_factory=lambda: deque(maxlen=512))  # (monotonic time, frames)
+    _ticks: deque = field(default_factory=lambda: deque(maxlen=256))  # (monotonic time, frames), newest last
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))
     summary: RunSummary | None = None
 
     @property
     def fps(self) -> float:
         """Frames processed per second over the last few seconds."""
-        now = time.monotonic()
-        while len(self._ticks) > 1 and now - self._ticks[0][0] > FPS_WINDOW_S:
-            self._ticks.popleft()
-        if len(self._ticks) < 2:
+        # Read-only (a copy taken in one C call): the status table's thread reads it too.
+        now, ticks = time.monotonic(), list(self._ticks)
+        recent = [tick for tick in ticks if now - tick[0] <= FPS_WINDOW_S] or ticks[-1:]
+        if len(recent) < 2:
             return 0.0
-        (t0, f0), (t1, f1) = self._ticks[0], self._ticks[-1]
+        (t0, f0), (_, f1) = recent[0], recent[-1]
         return (f1 - f0) / (now - t0) if now > t0 else 0.0
 
     @property
