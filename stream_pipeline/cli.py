@@ -24,6 +24,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from stream_pipeline.serve.command import serve_command
+
+    return serve_command(args)
+
+
 def _cmd_fetch_samples(args: argparse.Namespace) -> int:
     from stream_pipeline.samples import fetch_samples
 
@@ -54,13 +60,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="detect, track and name the brand of vehicles in a video source")
-    run.add_argument("source", help="video file, folder of videos, rtsp:// URL, or webcam (0, /dev/video0)")
+    run.add_argument("source", help="video file, folder of videos, text file listing videos, rtsp:// URL, or webcam (0, /dev/video0)")
     run.add_argument("--config", help="YAML configuration (default: configs/default.yaml)")
     run.add_argument("--out", help="output folder (default: runs/<timestamp>/)")
     run.add_argument("--show", action="store_true", help="show a live window (q quits)")
     run.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames per source")
     run.add_argument("--no-progress", action="store_true", help="no progress display")
+    run.add_argument("--ray", metavar="ADDRESS", default=None,
+                     help="run the videos as tasks on a Ray cluster (host:port of its head, or auto); needs the cluster extra")
+    run.add_argument("--workers", type=int, default=None, metavar="N", help="with --ray: at most N videos at a time (default: the cluster's CPUs)")
+    run.add_argument("--retries", type=int, default=2, metavar="N", help="with --ray: retries of a video whose task failed unexpectedly (default 2)")
     run.set_defaults(func=_cmd_run)
+
+    serve = sub.add_parser("serve", help="run many cameras in one process (one model set, batched detection)")
+    serve.add_argument("cameras", metavar="CAMERAS.yaml", help="the cameras: name, source, zones, overrides")
+    serve.add_argument("--config", help="base YAML configuration for every camera (default: configs/default.yaml)")
+    serve.add_argument("--out", help="output folder, one sub-folder per camera (default: runs/serve-<timestamp>/)")
+    serve.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop each camera after N frames")
+    serve.add_argument("--no-progress", action="store_true", help="status log lines instead of the live table")
+    serve.set_defaults(func=_cmd_serve)
 
     fetch = sub.add_parser("fetch-samples", help="fetch the sample clips listed in samples/manifest.yaml")
     fetch.add_argument("--dest", default=None, help="folder to put them in (default: samples/videos)")

@@ -75,9 +75,16 @@ class Pipeline:
         self.detector = VehicleDetector(config.detector)
         self.recognizer = BrandRecognizer(config.brands) if config.brands.enabled else None
 
+    @classmethod
+    def with_models(cls, config: PipelineConfig, detector, recognizer: BrandRecognizer | None) -> "Pipeline":
+        """A pipeline on models loaded elsewhere (serve: one model set shared by many cameras)."""
+        pipeline = cls.__new__(cls)
+        pipeline.config, pipeline.detector, pipeline.recognizer = config, detector, recognizer
+        return pipeline
+
     def run(
         self,
-        source: str | Path,
+        source: str | Path | FrameSource,
         out_dir: str | Path,
         max_frames: int | None = None,
         show: bool = False,
@@ -87,7 +94,9 @@ class Pipeline:
     ) -> RunSummary:
         out = Path(out_dir)
         prepare_out_dir(out)
-        frame_source = decode_ahead(open_source(source, self.config.source), self.config.source.decode_ahead_frames)
+        # A FrameSource handed in (serve's cameras) keeps its own newest-frame policy: no decode-ahead queue.
+        frame_source = source if isinstance(source, FrameSource) else decode_ahead(
+            open_source(source, self.config.source), self.config.source.decode_ahead_frames)
         summary = RunSummary(source=frame_source.name, out_dir=out)
         clock = summary.stage_s
         progress = progress or ProgressCallback()

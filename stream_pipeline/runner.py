@@ -16,6 +16,7 @@ from stream_pipeline.core.errors import OutputError, SourceError, UserError
 from stream_pipeline.core.redaction import redact
 from stream_pipeline.pipeline import Pipeline, ProgressCallback, RunSummary
 from stream_pipeline.sinks.outdir import prepare_out_dir
+from stream_pipeline.sinks.summary import write_summary
 from stream_pipeline.report import INDEX_FILE, write_index, write_report
 from stream_pipeline.sources import VIDEO_SUFFIXES, FrameSource, is_live
 
@@ -80,8 +81,29 @@ def list_videos(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
 
 
+LIST_SUFFIXES = {".txt", ".list", ".lst"}
+
+
+def read_list(path: Path) -> list[str]:
+    """A text file of inputs: one path or URL a line; blank lines and `#` comments skipped;
+    relative paths are relative to the list's folder."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read input list {path}: {exc}") from None
+    entries = []
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        entries.append(line if is_live(line) or Path(line).expanduser().is_absolute() else str(path.parent / line))
+    if not entries:
+        raise UserError(f"no inputs listed in {path}")
+    return entries
+
+
 def resolve_sources(source: str) -> list[str]:
-    """One entry per input: the source itself, or each video in a folder."""
+    """One entry per input: the source itself, each video in a folder, or each line of a list file."""
     if is_live(source):
         return [source]
     path = Path(source).expanduser()
@@ -92,7 +114,22 @@ def resolve_sources(source: str) -> list[str]:
         return [str(v) for v in videos]
     if not path.exists():
         raise SourceError(f"input not found: {path}")
+    if path.suffix.lower() in LIST_SUFFIXES:
+        return read_list(path)
     return [str(path)]
+
+
+def run_dir_names(sources: list[str]) -> list[str]:
+    """One sub-folder name per input of a folder run: the video's name, made unique."""
+    names: list[str] = []
+    for source in sources:
+        stem = Path(source.split("?")[0].rstrip("/")).stem if is_live(source) else Path(source).stem
+        stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in stem) or "input"
+        name, n = stem, 2
+        while name in names:
+            name, n = f"{stem}-{n}", n + 1
+        names.append(name)
+    return names
 
 
 def default_out_dir() -> Path:
@@ -126,6 +163,16 @@ def _write_index(out_root: Path, run_dirs: list[Path]) -> None:
         log.error("index %s not written: %s", out_root / INDEX_FILE, exc)
 
 
+def finish_folder(out_root: Path, run_dirs: list[Path]) -> None:
+    """After a folder run: `summary.csv` (every vehicle with its video) and `index.html`."""
+    done = [d for d in run_dirs if (d / "events.jsonl").is_file()]
+    try:
+        write_summary(out_root, done)
+    except OutputError as exc:
+        log.error("%s", exc)
+    _write_index(out_root, done)
+
+
 def run_command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.max_frames is not None and args.max_frames < 1:
@@ -134,13 +181,19 @@ def run_command(args: argparse.Namespace) -> int:
     out_root = Path(args.out) if args.out else default_out_dir()
     # An unusable output folder is reported before the models load, in one line.
     prepare_out_dir(out_root)
-    folder_mode = len(sources) > 1 or Path(args.source).is_dir()
+    folder_mode = len(sources) > 1 or Path(args.source).is_dir() or Path(args.source).suffix.lower() in LIST_SUFFIXES
+    names = run_dir_names(sources)
+    if getattr(args, "ray", None):
+        # Only here is anything of Ray imported.
+        from stream_pipeline.cluster.ray_runner import run_on_ray
+
+        return run_on_ray(args, config, sources, [out_root / name for name in names], out_root)
     pipeline = Pipeline(config)
     failures: list[str] = []
     run_dirs: list[Path] = []
     try:
-        for source in sources:
-            out_dir = out_root / Path(source).stem if folder_mode else out_root
+        for source, name in zip(sources, names):
+            out_dir = out_root / name if folder_mode else out_root
             progress = LogProgress() if args.no_progress else RichProgress(args.max_frames)
             run_dirs.append(out_dir)
             try:
@@ -169,7 +222,7 @@ def run_command(args: argparse.Namespace) -> int:
                 break
     finally:
         if folder_mode:
-            _write_index(out_root, [d for d in run_dirs if (d / "events.jsonl").is_file()])
+            finish_folder(out_root, run_dirs)
     if failures:
         raise SourceError(f"{len(failures)} of {len(sources)} inputs failed; first: {failures[0]}")
     return 0

@@ -33,11 +33,12 @@ def free_port() -> int:
 class RtspServer:
     """aio-rtsp-toolkit's `rtsp-server` on loopback, serving a copy of a real clip in a loop."""
 
-    def __init__(self, media: Path, videos: Path, clip: str = "dashcam_vw_close.mp4") -> None:
+    def __init__(self, media: Path, videos: Path, clip: str = "dashcam_vw_close.mp4", port: int | None = None) -> None:
         media.mkdir(parents=True, exist_ok=True)
         # The server refuses files outside its root, so the clip is copied (not linked) there.
         shutil.copyfile(videos / clip, media / "dashcam.mp4")
-        self.port, control = free_port(), free_port()
+        # A given port: the same camera address again after a restart.
+        self.port, control = port or free_port(), free_port()
         server_bin = Path(sys.executable).with_name("rtsp-server")
         self.proc = subprocess.Popen(
             [str(server_bin), "--dir", str(media), "--host", "127.0.0.1", "--port", str(self.port),

@@ -8,6 +8,7 @@ batched over the selected crops.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 
@@ -105,6 +106,16 @@ class BrandRecognizer:
         self.badge_margin = float(self.classifier.metadata.get("crop_margin", BADGE_MARGIN))
         self.choose_badge = BadgeChooser(config)
         self._tick = 0
+
+    def fork(self, config: BrandsConfig | None = None) -> "BrandRecognizer":
+        """The same loaded models for one more stream (serve: one per camera), with its own
+        scheduling tick and, optionally, its own scheduling/voting settings."""
+        twin = copy.copy(self)
+        twin._tick = 0
+        if config is not None:
+            twin.config = config
+            twin.choose_badge = BadgeChooser(config)
+        return twin
 
     def new_track_state(self) -> TrackBrand:
         c = self.config

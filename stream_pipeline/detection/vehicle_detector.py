@@ -79,11 +79,18 @@ class VehicleDetector:
         return self._chosen[key]
 
     def detect(self, image: np.ndarray) -> Detections:
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: list[np.ndarray]) -> list[Detections]:
+        """Detections for each frame (serve: one frame per camera).
+
+        The direct OpenVINO path runs one request per frame (cameras may differ in size and
+        each picks its own export); ultralytics gets one predict call over all frames.
+        """
         if self.direct:
-            detections = self.backend_for(*image.shape[:2]).detect(image)
-            return self._min_size(detections)
-        result = self.model.predict(
-            image,
+            return [self._min_size(self.backend_for(*image.shape[:2]).detect(image)) for image in images]
+        results = self.model.predict(
+            list(images),
             imgsz=self.config.imgsz,
             conf=self.config.confidence,
             iou=self.config.iou,
@@ -91,7 +98,10 @@ class VehicleDetector:
             agnostic_nms=self.config.agnostic_nms,
             verbose=False,
             device="cpu",
-        )[0]
+        )
+        return [self._to_detections(result) for result in results]
+
+    def _to_detections(self, result) -> Detections:
         boxes = result.boxes
         if boxes is None or len(boxes) == 0:
             return Detections.empty()

@@ -23,6 +23,9 @@ class FrameSource(abc.ABC):
     # Called (in the consumer's thread, from `frames()`) with stream status changes such as
     # {"status": "stalled", ...}; the pipeline writes them as `stream` events.
     on_status: Callable[[dict], None] | None = None
+    # Live sources: called (in the consumer's thread, from `frames()`) about every 0.5 s while no
+    # frame arrives; serve uses it for its status events and to stop a camera that waits.
+    on_idle: Callable[[], None] | None = None
 
     def __enter__(self) -> "FrameSource":
         self.open()

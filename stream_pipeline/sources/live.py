@@ -130,6 +130,11 @@ class LiveSource(CaptureSource):
         return self._dropped
 
     @property
+    def opened_at(self) -> float:
+        """time.monotonic() when the source was opened: frame timestamps count from here."""
+        return self._t0
+
+    @property
     def frames_read(self) -> int:
         """Frames decoded from the device so far (delivered or dropped as superseded)."""
         return self._read_count
@@ -262,18 +267,27 @@ class LiveSource(CaptureSource):
         deadline = time.monotonic() + patience
         while True:
             frame = None
+            idle = False
             with self._cond:
                 while not self._notices and not self._fresh() and self._error is None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise SourceError(f"no frames from {self.name} for {patience:.0f} s")
-                    self._cond.wait(timeout=min(remaining, 0.5))
-                notices, self._notices = self._notices, []
-                if not notices:
+                    if not self._cond.wait(timeout=min(remaining, 0.5)) and self.on_idle is not None:
+                        idle = True
+                        break
+                notices = []
+                if not idle:
+                    notices, self._notices = self._notices, []
+                if not notices and not idle:
                     if not self._fresh():
                         raise self._error
                     frame = self._latest
                     self._delivered_index = frame.index
+            if idle:
+                # Outside the lock: the callback may write events, or raise to stop the consumer.
+                self.on_idle()
+                continue
             # Status changes go out first, in the consumer's thread, before the frame that follows them.
             for notice in notices:
                 if self.on_status is not None:

@@ -1,0 +1,1 @@
+"""`stream-pipeline serve`: many cameras in one process sharing one model set (see command.py)."""
