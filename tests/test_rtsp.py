@@ -39,7 +39,8 @@ def test_slow_consumer_gets_the_newest_frame(rtsp_url: str):
     from stream_pipeline.core.config import SourceConfig
     from stream_pipeline.sources import LiveSource
 
-    source = LiveSource(rtsp_url, SourceConfig(read_timeout_s=5))
+    # No jitter buffer: this is about newest-wins (pacing: tests/test_webcam.py, test_pacing.py).
+    source = LiveSource(rtsp_url, SourceConfig(read_timeout_s=5, jitter_buffer_ms=0))
     with source:
         frames = source.frames()
         frame = next(frames)

@@ -112,6 +112,25 @@ class FakeWebcam(LiveSource):
         return capture
 
 
+class BurstyCapture(LoopingFileCapture):
+    """A camera that sends its 30-fps stream in bursts: `burst` frames at once, then nothing for
+    as long as they last; timestamps (CAP_PROP_POS_MSEC) at the stream's pace."""
+
+    def __init__(self, path: Path, burst: int = 9) -> None:
+        super().__init__(path)
+        self.burst = burst
+
+    def get(self, prop: int) -> float:
+        if prop == cv2.CAP_PROP_POS_MSEC:
+            return (self.reads - 1) * 1000.0 / 30.0
+        return super().get(prop)
+
+    def read(self):
+        if self.reads and self.reads % self.burst == 0:
+            time.sleep(self.burst / 30.0)
+        return super().read()
+
+
 def _frames(path: Path, first: int, count: int) -> list[np.ndarray]:
     capture = cv2.VideoCapture(str(path))
     capture.set(cv2.CAP_PROP_POS_FRAMES, first)
@@ -120,7 +139,9 @@ def _frames(path: Path, first: int, count: int) -> list[np.ndarray]:
     return images
 
 
-FAST = SourceConfig(read_timeout_s=1.0, reconnect_delay_s=0.0, open_timeout_s=1.0, max_reconnects=2)
+# jitter_buffer_ms 0: these tests are about the watchdog and newest-frame-wins; the stand-in
+# captures decode a file far faster than its timestamps, which the jitter buffer would pace.
+FAST = SourceConfig(read_timeout_s=1.0, reconnect_delay_s=0.0, open_timeout_s=1.0, max_reconnects=2, jitter_buffer_ms=0)
 
 
 def test_live_reader_plays_a_looping_capture(videos: Path):
@@ -139,6 +160,31 @@ def test_live_reader_plays_a_looping_capture(videos: Path):
     assert camera.loops >= 2 and not notices  # a rewind is not a gap
     assert indices == sorted(set(indices))
     assert source.fps == pytest.approx(29.97, abs=0.01)
+
+
+@pytest.mark.parametrize("jitter_buffer_ms", [0, 400])
+def test_bursty_camera_is_played_at_its_pace(videos: Path, jitter_buffer_ms: int):
+    """Nine frames at once every 0.3 s. With the jitter buffer the consumer gets them spread
+    over the burst's 0.3 s (in order, never ahead of the stream's own clock); without it, only
+    what it can grab as the burst lands."""
+    config = FAST.model_copy(update={"jitter_buffer_ms": jitter_buffer_ms})
+    source = FakeWebcam([BurstyCapture(videos / CLIP)], config)
+    seen: list[tuple[int, float]] = []
+    with source:
+        for frame in source.frames():
+            seen.append((frame.index, time.monotonic()))
+            if frame.index >= 9 * 8:  # eight bursts
+                break
+    indices = [index for index, _ in seen]
+    assert indices == sorted(set(indices))
+    if jitter_buffer_ms:
+        # Handed out no faster than the stream's clock (30 fps) from the first frame: a frame is
+        # never early, however late a busy machine makes it.
+        (first, t0), *rest = seen
+        assert all(t - t0 >= (index - first) / 30.0 - 0.005 for index, t in rest)
+        # A consumer that does nothing gets most frames (bursts of 9 spread over 0.3 s); a loose
+        # bound, so a busy machine that wakes the consumer late still passes.
+        assert len(seen) >= 3 * 8, indices
 
 
 def test_camera_that_cannot_open_is_a_source_error():

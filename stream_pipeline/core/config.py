@@ -34,6 +34,9 @@ class SourceConfig(_Section):
     open_timeout_s: float = Field(15.0, gt=0, le=600)
     # RTSP transport; TCP survives packet loss and NAT better than UDP.
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    # Live sources: a stream that arrives in bursts is handed out at its own pace (from the frames'
+    # timestamps), holding a frame at most this long; 0 = every frame on arrival, newest wins.
+    jitter_buffer_ms: int = Field(400, ge=0, le=5000)
     # Files: frames decoded ahead on a thread of their own (0 = decode in the pipeline thread).
     decode_ahead_frames: int = Field(8, ge=0, le=256)
 

@@ -1,7 +1,10 @@
 """Live sources (RTSP, webcam): the newest frame wins, with a capture watchdog.
 
-A reader thread pulls frames as fast as the device delivers them and keeps only the
-newest, so a slow pipeline skips frames instead of falling behind real time. If no
+A reader thread pulls frames as fast as the device delivers them and the consumer gets only
+the newest, so a slow pipeline skips frames instead of falling behind real time. Frames that
+arrive in a burst are first spread back to their stream pace (`pacing.StreamPacer`, at most
+`jitter_buffer_ms` late), so "newest" means newest due, and a bursty camera is not cut down to
+one frame per burst. If no
 frame arrives for `read_timeout_s`, or the stream ends, the reader reopens it (up to
 `max_reconnects` attempts in a row) instead of handing out stale or black frames.
 
@@ -22,6 +25,7 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,11 +36,14 @@ from stream_pipeline.core.config import SourceConfig
 from stream_pipeline.core.errors import SourceError
 from stream_pipeline.core.types import Frame
 from stream_pipeline.sources.base import CaptureSource, redact
+from stream_pipeline.sources.pacing import StreamPacer
 
 log = logging.getLogger(__name__)
 
 # Kernel device names (/dev/video0) and udev's stable links (/dev/v4l/by-id/..., by-path/...).
 _WEBCAM_PATH = re.compile(r"^/dev/(video\d+|v4l/.+)$")
+# Frames waiting for their release time, at most (a bound on memory if a stream's clock runs wild).
+MAX_PENDING = 64
 
 
 def parse_webcam(source: str) -> int | str | None:
@@ -70,8 +77,9 @@ class LiveSource(CaptureSource):
         self.name = redact(source)
         self._webcam = parse_webcam(source)
         self._cond = threading.Condition()
-        self._latest: Frame | None = None
-        self._delivered_index = -1
+        self._latest: Frame | None = None  # the newest frame read
+        self._pending: deque[tuple[float, Frame]] = deque()  # (release time, frame), not handed out yet
+        self._pacer = StreamPacer(self.config.jitter_buffer_ms / 1000.0)
         self._error: SourceError | None = None
         self._notices: list[dict] = []
         self._stop = threading.Event()
@@ -173,7 +181,7 @@ class LiveSource(CaptureSource):
             image, why = self._read()
             if image is not None:
                 failures = 0
-                self._deliver(image)
+                self._deliver(image, self._pts_s())
                 continue
             gap = self._gap
             if why == "repeat" and gap is not None and gap.reopened_at is not None:
@@ -203,12 +211,21 @@ class LiveSource(CaptureSource):
                 log.warning("%s", exc)
                 continue
             self.reconnects += 1
+            self._pacer.reset()
             if self._gap is not None:
                 self._gap.reconnects += 1
                 self._gap.reopened_at = time.monotonic()
             log.info("reconnected to %s", self.name)
 
-    def _deliver(self, image: np.ndarray) -> None:
+    def _pts_s(self) -> float | None:
+        """The stream's presentation time of the frame just read, in seconds (None if unknown)."""
+        try:
+            pts_ms = float(self._capture.get(cv2.CAP_PROP_POS_MSEC))
+        except (cv2.error, TypeError, ValueError):
+            return None
+        return pts_ms / 1000.0 if pts_ms >= 0 else None
+
+    def _deliver(self, image: np.ndarray, pts_s: float | None = None) -> None:
         now = time.monotonic()
         frame = Frame(
             image=np.ascontiguousarray(image),
@@ -230,9 +247,11 @@ class LiveSource(CaptureSource):
         with self._cond:
             if notice is not None:
                 self._notices.append(notice)
-            if self._latest is not None and self._latest.index > self._delivered_index:
-                self._dropped += 1  # the consumer never saw the previous one
             self._latest = frame
+            self._pending.append((self._pacer.due(now, pts_s), frame))
+            if len(self._pending) > MAX_PENDING:
+                self._pending.popleft()
+                self._dropped += 1
             self._cond.notify_all()
 
     def _start_gap(self, why: str) -> _Gap:
@@ -256,7 +275,17 @@ class LiveSource(CaptureSource):
 
     # -- consumer ---------------------------------------------------------------------
     def _fresh(self) -> bool:
-        return self._latest is not None and self._latest.index > self._delivered_index
+        return bool(self._pending) and self._pending[0][0] <= time.monotonic()
+
+    def _take_due(self) -> Frame:
+        """The newest frame whose release time has come; the due frames before it are skipped."""
+        now = time.monotonic()
+        frame = None
+        while self._pending and self._pending[0][0] <= now:
+            if frame is not None:
+                self._dropped += 1  # the consumer never saw it
+            frame = self._pending.popleft()[1]
+        return frame
 
     def frames(self) -> Iterator[Frame]:
         # The consumer waits at most this long; the reader's own reconnect cycle is
@@ -270,9 +299,13 @@ class LiveSource(CaptureSource):
             idle = False
             with self._cond:
                 while not self._notices and not self._fresh() and self._error is None:
-                    remaining = deadline - time.monotonic()
+                    now = time.monotonic()
+                    remaining = deadline - now
                     if remaining <= 0:
                         raise SourceError(f"no frames from {self.name} for {patience:.0f} s")
+                    if self._pending:  # a frame is held for its release time: wait for that, not idle
+                        self._cond.wait(timeout=min(remaining, max(self._pending[0][0] - now, 0.0)))
+                        continue
                     if not self._cond.wait(timeout=min(remaining, 0.5)) and self.on_idle is not None:
                         idle = True
                         break
@@ -282,8 +315,7 @@ class LiveSource(CaptureSource):
                 if not notices and not idle:
                     if not self._fresh():
                         raise self._error
-                    frame = self._latest
-                    self._delivered_index = frame.index
+                    frame = self._take_due()
             if idle:
                 # Outside the lock: the callback may write events, or raise to stop the consumer.
                 self.on_idle()
