@@ -15,6 +15,13 @@ from stream_pipeline.core.paths import PROJECT_ROOT, shared_dir
 
 NO_BRANDS = "brands:\n  enabled: false\n"
 
+# One pytest process loads TensorFlow (classifier tests) and later torch (ultralytics' predict,
+# through torchvision.ops -> torch._dynamo -> triton). Importing triton's C extension after
+# TensorFlow's segfaults the process (reproduced: `import tensorflow; import triton`). Torch on CPU
+# has no use for triton and treats it as absent when its import fails, so it is blocked here.
+# (No CLI command loads both libraries; vehicle_detector.load_yolo guards the same way.)
+sys.modules.setdefault("triton", None)
+
 
 @pytest.fixture(scope="session")
 def shared() -> Path:

@@ -27,6 +27,12 @@ def load_yolo(path: Path, task: str = "detect"):
         raise ModelError(f"not an OpenVINO model folder (no .xml): {path}")
     if path.is_file() and path.suffix not in {".pt", ".onnx", ".xml"}:
         raise ModelError(f"unsupported model file {path} (use a .pt or an OpenVINO export folder)")
+    import sys
+
+    if "tensorflow" in sys.modules:
+        # triton (imported by torch._dynamo, only used for GPU kernels) segfaults when loaded after
+        # TensorFlow in one process; on CPU torch treats a failed import as "no triton".
+        sys.modules.setdefault("triton", None)
     from ultralytics import YOLO
 
     try:
