@@ -77,6 +77,12 @@ class RtspServer:
         self.proc.wait(timeout=30)
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C's default action. A suite started in the background (`make test &`,
+    nohup) passes SIGINT on as ignored, and the Ctrl-C tests would wait for nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class CliRun:
     """`python -m stream_pipeline ARGS` in the background, headless; stderr is read line by line."""
 
@@ -87,6 +93,7 @@ class CliRun:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stream_pipeline", *args],
             cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=default_sigint,
         )
         self.stderr_lines: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()

@@ -203,7 +203,9 @@ def soak_run(clip: Path, minutes: float, config_path: str | None, work: Path, sa
     warm = float(rss[np.searchsorted(times, 0.1 * times[-1])])
     return {"minutes": round(float(times[-1]) / 60, 2), "samples": len(samples), "exit_code": child.returncode,
             "rss_start_mb": round(float(rss[0]), 1), "rss_warm_mb": round(warm, 1), "rss_peak_mb": round(float(rss.max()), 1),
-            "rss_end_mb": round(float(rss[-1]), 1), "growth_end_vs_warm_pct": round(float(100 * (rss[-1] / warm - 1)), 2)}
+            "rss_end_mb": round(float(rss[-1]), 1), "growth_end_vs_warm_pct": round(float(100 * (rss[-1] / warm - 1)), 2),
+            # The trend: still rising at the end, or levelled off?
+            "rss_by_tenth_mb": [round(float(rss[np.searchsorted(times, k / 10 * times[-1])]), 1) for k in range(1, 10)]}
 
 
 def work_dir(keep: str | None):
