@@ -229,19 +229,24 @@ def _describe(error: ValidationError) -> str:
     return f"'{key}': {first['msg']}"
 
 
-def load_config(path: str | Path | None = None) -> PipelineConfig:
-    """Load and validate a YAML config; None loads configs/default.yaml."""
-    config_path = Path(path) if path else DEFAULT_CONFIG
-    if not config_path.is_file():
-        raise ConfigError(f"config file not found: {config_path}")
+def read_yaml(path: Path, what: str = "config file"):
+    """The parsed YAML of a user's file; one-line ConfigErrors naming `what` and the line of a syntax error."""
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
     try:
-        data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"invalid YAML in {config_path}{where}: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(f"invalid YAML in {path}{where}: {getattr(exc, 'problem', exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config {config_path}: {exc}") from None
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from None
+
+
+def load_config(path: str | Path | None = None) -> PipelineConfig:
+    """Load and validate a YAML config; None loads configs/default.yaml."""
+    config_path = Path(path) if path else DEFAULT_CONFIG
+    data = read_yaml(config_path)
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -11,10 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from stream_pipeline.core.config import PipelineConfig, _describe, load_config
+from stream_pipeline.core.config import PipelineConfig, _describe, load_config, read_yaml
 from stream_pipeline.core.errors import ConfigError
 from stream_pipeline.zones.config import Zones
 
@@ -85,16 +84,7 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"cameras file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"invalid YAML in {path}{where}: {getattr(exc, 'problem', exc)}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read cameras file {path}: {exc}") from None
+    data = read_yaml(path, "cameras file")
     if not isinstance(data, dict):
         raise ConfigError(f"cameras file {path} must be a mapping with a 'cameras' list")
     return data
