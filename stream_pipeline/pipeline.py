@@ -70,17 +70,13 @@ class ProgressCallback:
 class Pipeline:
     """Loads the models once; `run()` processes one source into one output folder."""
 
-    def __init__(self, config: PipelineConfig) -> None:
+    def __init__(self, config: PipelineConfig, detector=None, recognizer: BrandRecognizer | None = None) -> None:
+        """Models given are used as they are (serve: one model set shared by many cameras)."""
         self.config = config
-        self.detector = VehicleDetector(config.detector)
-        self.recognizer = BrandRecognizer(config.brands) if config.brands.enabled else None
-
-    @classmethod
-    def with_models(cls, config: PipelineConfig, detector, recognizer: BrandRecognizer | None) -> "Pipeline":
-        """A pipeline on models loaded elsewhere (serve: one model set shared by many cameras)."""
-        pipeline = cls.__new__(cls)
-        pipeline.config, pipeline.detector, pipeline.recognizer = config, detector, recognizer
-        return pipeline
+        self.detector = detector or VehicleDetector(config.detector)
+        if recognizer is None and config.brands.enabled:
+            recognizer = BrandRecognizer(config.brands)
+        self.recognizer = recognizer
 
     def run(
         self,

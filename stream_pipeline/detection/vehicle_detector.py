@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,6 @@ def load_yolo(path: Path, task: str = "detect"):
         raise ModelError(f"not an OpenVINO model folder (no .xml): {path}")
     if path.is_file() and path.suffix not in {".pt", ".onnx", ".xml"}:
         raise ModelError(f"unsupported model file {path} (use a .pt or an OpenVINO export folder)")
-    import sys
-
     if "tensorflow" in sys.modules:
         # triton (imported by torch._dynamo, only used for GPU kernels) segfaults when loaded after
         # TensorFlow in one process; on CPU torch treats a failed import as "no triton".

@@ -78,7 +78,7 @@ def serve_command(args: argparse.Namespace) -> int:
     for camera in serve.cameras:
         config = configs[camera.name]
         camera_recognizer = recognizer.fork(config.brands) if recognizer is not None and config.brands.enabled else None
-        pipeline = Pipeline.with_models(config, scheduler, camera_recognizer)
+        pipeline = Pipeline(config, detector=scheduler, recognizer=camera_recognizer)
         workers.append(CameraWorker(camera.name, camera.source, config, pipeline, out_root / camera.name,
                                     serve.retry, stop, serve.status_interval_s, args.max_frames))
     console.print(f"serving {len(workers)} cameras; outputs in {out_root}/", markup=False)

@@ -29,22 +29,19 @@ def found_rate(model_dir: Path, brands: tuple[str, ...], root: Path, low_conf: f
 
     conf = json.loads((model_dir / "metadata.json").read_text())["conf"]
     detector = LogoDetector.load(model_dir / "best_openvino_model")
-    per_brand, total, at_conf, at_low = {}, 0, 0, 0
+    scores: dict[str, list[float]] = {}  # brand -> best box confidence per photo (0: no box)
     for brand in brands:
-        hits = 0
+        scores[brand] = []
         for path in sorted((root / brand).iterdir()):
             image = cv2.imread(str(path))
-            if image is None:
-                continue
-            best = max((float(d.confidence.max()) for size in SIZES
-                        for d in detector.detect([image], conf=0.1, imgsz=size) if len(d)), default=0.0)
-            total += 1
-            hits += best >= conf
-            at_conf += best >= conf
-            at_low += best >= low_conf
-        per_brand[brand] = hits
-    return {"model": str(model_dir), "conf": conf, "photos": total, "found": round(at_conf / total, 3),
-            f"found_at_{low_conf}": round(at_low / total, 3), "per_brand": per_brand}
+            if image is not None:
+                scores[brand].append(max((float(d.confidence.max()) for size in SIZES
+                                          for d in detector.detect([image], conf=0.1, imgsz=size) if len(d)), default=0.0))
+    every = [s for photos in scores.values() for s in photos]
+    return {"model": str(model_dir), "conf": conf, "photos": len(every),
+            "found": round(sum(s >= conf for s in every) / len(every), 3),
+            f"found_at_{low_conf}": round(sum(s >= low_conf for s in every) / len(every), 3),
+            "per_brand": {brand: sum(s >= conf for s in photos) for brand, photos in scores.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
