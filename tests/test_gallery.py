@@ -54,6 +54,41 @@ def test_add_remove_save_load_round_trip(tmp_path):
     assert back.match(_unit([1, 0.1]))[0].brand == "audi"
 
 
+def test_a_wide_crop_must_score_higher_than_a_small_one():
+    # one brand, a query scoring 0.7 against it: known when small (band threshold 0.6), unknown
+    # when the crop is wide (band 0.8); without widths the global threshold (0.65) decides
+    g = Gallery(_unit([1, 0]), np.array(["audi"], object), np.array(["train"], object), 0.65, "x", top_k=1,
+                size_thresholds=[(0, 0.6), (64, 0.8)])
+    q = _unit([0.7, 0.714])
+    assert [p.brand for p in g.match(np.repeat(q, 3, 0), widths=[20, 120, None])] == ["audi", UNKNOWN_BRAND, "audi"]
+    assert g.match(q)[0].brand == "audi"
+    assert g.match(q, threshold=0.9)[0].brand == UNKNOWN_BRAND  # an explicit threshold overrides the bands
+
+
+def test_width_bands_survive_save_load_and_copy(tmp_path):
+    g = Gallery(_unit([1, 0]), np.array(["audi"], object), np.array(["train"], object), 0.5, "x",
+                size_thresholds=[(0, 0.55), (40, 0.7)])
+    g.save(tmp_path / "g.npz")
+    back = Gallery.load(tmp_path / "g.npz")
+    assert back.size_thresholds == [(0, 0.55), (40, 0.7)] and back.copy().size_thresholds == back.size_thresholds
+    assert list(back.thresholds_for([10, 40, None])) == pytest.approx([0.55, 0.7, 0.5])
+
+
+def test_band_thresholds_reject_the_same_share_of_known_crops_in_every_band():
+    from stream_pipeline.training.classifier.gallery import MIN_BAND_CROPS, WIDTH_BANDS, band_thresholds
+
+    rng = np.random.default_rng(0)
+    # small crops score lower than large ones, as real ones do
+    widths = np.concatenate([np.full(200, 15), np.full(200, 150), np.full(MIN_BAND_CROPS - 1, 30)])
+    best = np.concatenate([rng.uniform(0.5, 0.9, 200), rng.uniform(0.8, 1.0, 200), rng.uniform(0, 1, MIN_BAND_CROPS - 1)])
+    bands = dict(band_thresholds(best, widths, fallback=0.42, max_known=0.04))
+    assert set(bands) == set(WIDTH_BANDS)
+    assert np.mean(best[:200] < bands[0]) == pytest.approx(0.04, abs=0.01)
+    assert np.mean(best[200:400] < bands[100]) == pytest.approx(0.04, abs=0.01)
+    assert bands[100] > bands[0] + 0.2
+    assert bands[28] == 0.42  # too few crops of that width: the fallback
+
+
 def test_shipped_gallery_belongs_to_the_shipped_classifier():
     from stream_pipeline.brands.classifier import BrandClassifier
 

@@ -84,9 +84,12 @@ def decide(probs: np.ndarray, labels: Sequence[str], threshold: float, top_k: in
 
 
 def _add_embedding_output(model) -> None:
-    """Expose the pooled features that feed the softmax layer (the badge embedding the gallery
-    compares) as a second output. Found by structure, so IRs exported before the gallery work too:
-    the network's only MatMul is the dense head, and its input is the pooled vector."""
+    """Make the badge embedding the gallery compares the second output. A model trained with a
+    metric head (training/classifier/metric.py) exports it itself; for the others it is the
+    pooled features that feed the softmax layer, found by structure, so IRs exported before the
+    gallery work too: the network's only MatMul is the dense head, and its input is the pooled vector."""
+    if len(model.outputs) == 2:
+        return
     matmuls = [op for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"]
     if len(matmuls) != 1:
         raise ModelError(f"brand classifier: expected one dense head, found {len(matmuls)} MatMul ops")
@@ -159,6 +162,10 @@ class BrandClassifier:
             compiled = core.compile_model(model, "CPU", config)
         except (RuntimeError, ValueError, OSError) as exc:  # OpenVINO reports load failures as RuntimeError
             raise ModelError(f"cannot load brand classifier {xml}: {exc}") from exc
+        n_out = compiled.outputs[0].get_partial_shape()[1]
+        if not n_out.is_static or n_out.get_length() != len(metadata["labels"]):
+            raise ModelError(f"brand classifier {xml}: first output has {n_out} scores, metadata names "
+                             f"{len(metadata['labels'])} labels")
         if threshold is None:
             threshold = float(metadata.get("threshold", 0.5))
         return cls(model_dir, metadata, compiled, threshold, batch_size)
@@ -173,13 +180,14 @@ class BrandClassifier:
         return self.infer(crops)[0]
 
     def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """L2-normalised badge embeddings (N, D): the pooled features under the softmax layer."""
+        """L2-normalised badge embeddings (N, D): the model's embedding output, or else the pooled
+        features under the softmax layer."""
         from stream_pipeline.brands.gallery import normalise
 
         return normalise(self.infer(crops)[1])
 
     def infer(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(softmax (N, labels), raw pooled features (N, D)) in one pass."""
+        """(softmax (N, labels), raw embedding (N, D)) in one pass."""
         if len(crops) == 0:
             dim = self._compiled.outputs[1].get_partial_shape()[1].get_length()
             return np.zeros((0, len(self._labels)), np.float32), np.zeros((0, dim), np.float32)
@@ -205,7 +213,7 @@ class BrandClassifier:
         # nearest-reference 86.6 % on the test split).
         trained = set(self.labels)
         out = []
-        for soft, near in zip(softmax, self.gallery.match(feats)):
+        for soft, near in zip(softmax, self.gallery.match(feats, widths=[c.shape[1] for c in crops])):
             if near.brand == UNKNOWN_BRAND or near.brand not in trained:
                 out.append(near)
             else:

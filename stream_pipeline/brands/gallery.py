@@ -8,6 +8,11 @@ score is below the gallery's threshold is `unknown`. The threshold is calibrated
 of brands kept out of training, so "unknown" means "like nothing in the gallery", not "like the
 catalogue renders the softmax was taught to reject".
 
+The threshold may depend on the crop's width (`size_thresholds`): a small, blurry badge of a
+known brand scores lower than a sharp one, so one threshold low enough for small crops lets large
+unknown badges through. Each width band's threshold rejects a fixed share of known validation
+crops of that width; no unknown photo tunes it.
+
 A gallery is tied to the classifier that embedded it (`model_digest`): embeddings of another
 model are meaningless, so loading a mismatched pair fails with one line. Brands are added with
 `stream-pipeline enroll` without retraining. Pure numpy: no TensorFlow at run time.
@@ -68,6 +73,8 @@ class Gallery:
     info: dict = field(default_factory=dict)  # calibration figures, how it was built
     keys: np.ndarray | None = None  # per reference: perceptual hash of an enrolled image ("" if none)
     top_k: int = TOP_K_REFS
+    # [(smallest crop width in px, threshold), ...] ascending; empty: `threshold` for every crop
+    size_thresholds: list = field(default_factory=list)
 
     def __post_init__(self):
         if self.keys is None:
@@ -105,7 +112,8 @@ class Gallery:
                 return cls(data["embeddings"].astype(np.float32), np.asarray(data["brands"]).astype(object),
                            np.asarray(data["origins"]).astype(object), float(meta["threshold"]),
                            str(meta["model_digest"]), meta.get("info", {}),
-                           np.asarray(data["keys"]).astype(object), int(meta.get("top_k", TOP_K_REFS)))
+                           np.asarray(data["keys"]).astype(object), int(meta.get("top_k", TOP_K_REFS)),
+                           [(int(w), float(t)) for w, t in meta.get("size_thresholds", [])])
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"brand gallery unreadable: {path}: {exc}") from exc
 
@@ -114,7 +122,7 @@ class Gallery:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = json.dumps({"threshold": self.threshold, "model_digest": self.model_digest, "top_k": self.top_k,
-                           "info": self.info})
+                           "size_thresholds": [list(band) for band in self.size_thresholds], "info": self.info})
         fd, tmp = tempfile.mkstemp(prefix=".gallery-", suffix=".npz", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -160,7 +168,16 @@ class Gallery:
 
     def copy(self) -> "Gallery":
         return Gallery(self.embeddings.copy(), self.brands.copy(), self.origins.copy(), self.threshold,
-                       self.model_digest, dict(self.info), self.keys.copy(), self.top_k)
+                       self.model_digest, dict(self.info), self.keys.copy(), self.top_k, list(self.size_thresholds))
+
+    def thresholds_for(self, widths) -> np.ndarray:
+        """Threshold per crop width in px (`threshold` for a width of None)."""
+        out = np.full(len(widths), self.threshold, np.float32)
+        for i, w in enumerate(widths):
+            for smallest, t in self.size_thresholds:
+                if w is not None and w >= smallest:
+                    out[i] = t
+        return out
 
     # ------------------------------------------------------------------ matching
 
@@ -179,13 +196,18 @@ class Gallery:
         top = np.where(np.isfinite(top), top, 0.0)
         return (top.sum(axis=2) / counts).astype(np.float32)
 
-    def match(self, embeddings: np.ndarray, top_k: int = 3, threshold: float | None = None) -> list[BrandPrediction]:
-        """Nearest brand per embedding; `unknown` when its score is below the threshold.
-        `confidence` is the winning brand's score (cosine similarity, 0-1 for these features)."""
-        t = self.threshold if threshold is None else threshold
+    def match(self, embeddings: np.ndarray, top_k: int = 3, threshold: float | None = None,
+              widths=None) -> list[BrandPrediction]:
+        """Nearest brand per embedding; `unknown` when its score is below the threshold (the one
+        for its crop width when `widths` are given). `confidence` is the winning brand's score
+        (cosine similarity)."""
         s = self.scores(embeddings)
+        if threshold is not None:
+            limits = np.full(len(s), threshold, np.float32)
+        else:
+            limits = self.thresholds_for(widths if widths is not None else [None] * len(s))
         out = []
-        for row in s:
+        for row, t in zip(s, limits):
             order = np.argsort(-row)[:top_k]
             top = tuple(BrandScore(self.brand_names[i], float(row[i])) for i in order)
             best = int(order[0])

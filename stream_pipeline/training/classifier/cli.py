@@ -74,7 +74,21 @@ def _cmd_train(args) -> int:
     from stream_pipeline.training.classifier import train
 
     shared = _shared(args)
-    if args.ship_only:
+    if args.metric_dim:
+        from stream_pipeline.training.classifier import metric
+
+        if args.arch != "mobilenet":
+            raise UserError("--metric-dim applies to --arch mobilenet")
+        if args.ship_only:
+            metric.finalize_metric(shared, size=args.e2e_size, dim=args.metric_dim, threads=args.threads,
+                                   model_dir=_model_dir(args), seed=args.seed)
+        else:
+            metric.train_metric_end_to_end(
+                shared, Path(args.init_from) if args.init_from else None, size=args.e2e_size, dim=args.metric_dim,
+                epochs=args.e2e_epochs, steps_per_epoch=args.e2e_steps, seed=args.seed, threads=args.threads,
+                model_dir=_model_dir(args), lr=args.e2e_lr, plateau_patience=args.plateau_patience,
+                budget_s=args.e2e_budget_min * 60 if args.e2e_budget_min else None)
+    elif args.ship_only:
         if args.arch != "mobilenet":
             raise UserError("--ship-only applies to --arch mobilenet")
         train.finalize(shared, size=args.e2e_size, threads=args.threads, model_dir=_model_dir(args), seed=args.seed)
@@ -216,6 +230,9 @@ def add_commands(subparsers) -> None:
                    help="end-to-end epochs without a better validation loss before the learning rate halves")
     p.add_argument("--init-from", default=None, metavar="MODEL.keras",
                    help="start the end-to-end stage from a saved classifier (e.g. the shipped one), skipping stages 1-2")
+    p.add_argument("--metric-dim", type=int, default=0, metavar="D",
+                   help="metric-learning end-to-end stage instead: a D-d CosFace embedding trained beside the "
+                        "softmax, from --init-from (the gallery then compares that embedding)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for TensorFlow")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--resume", action="store_true", help="reuse cached features / finished stages / checkpoints")

@@ -158,6 +158,8 @@ def evaluate(shared: Path, arch: str = "mobilenet", model_dir: Path | None = Non
 
         kmodel = keras.models.load_model(keras_file, compile=False)
         kprobs = kmodel.predict(preprocess_crops(crops, clf.input_size), batch_size=64, verbose=0)
+        if isinstance(kprobs, (list, tuple)):  # a metric-trained model: (softmax, embedding)
+            kprobs = kprobs[0]
         agreement = {"top1_agreement": float(np.mean(kprobs.argmax(1) == probs.argmax(1))),
                      "max_abs_prob_diff": float(np.abs(kprobs - probs).max()),
                      "decision_agreement": float(np.mean(

@@ -9,6 +9,10 @@ classifier embeds, exactly as at run time).
   MAX_KNOWN_REJECTION of known crops rejected. Its unknown-rejection figure is measured by
   cross-fitting over brands: the threshold used on one half of the unknown brands is calibrated
   on the other half, so no brand is judged by a threshold tuned on its own photos.
+- Width bands: small crops of known brands score lower than large ones, so each band of crop
+  widths (WIDTH_BANDS) gets the threshold that rejects MAX_KNOWN_REJECTION of the known
+  validation crops of that width; this uses no unknown photo. The global threshold above is the
+  fallback for sparse bands.
 - Enrolment: each held-out brand with enough photos is enrolled from `ENROL_SHOTS` of them; top-1
   on its remaining photos, and the known brands' test accuracy before and after.
 - The shipped gallery also enrols every photo of the held-out brands, so the runtime names them.
@@ -36,6 +40,10 @@ ROAD_SHARE = 0.75  # of a brand's references taken from street and close-up crop
 MAX_KNOWN_REJECTION = 0.04  # validation target (test target: <= 5 %)
 ENROL_SHOTS = 10
 MIN_ENROL_PHOTOS = 12  # a held-out brand needs this many photos to be enrolled and still tested
+# crop-width bands (px, the crop as the classifier gets it) with a threshold each; a band with
+# fewer validation crops than MIN_BAND_CROPS keeps the global threshold
+WIDTH_BANDS = (0, 20, 28, 40, 64, 100)
+MIN_BAND_CROPS = 25
 
 
 def choose_references(records: list[Record], classes: list[str], per_brand: int, seed: int) -> list[Record]:
@@ -56,12 +64,14 @@ def choose_references(records: list[Record], classes: list[str], per_brand: int,
     return out
 
 
-def embed_records(clf: BrandClassifier, shared: Path, records: list[Record]) -> np.ndarray:
-    feats = []
+def embed_records(clf: BrandClassifier, shared: Path, records: list[Record]) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings, crop widths in px) of the records' crops, as the classifier gets them."""
+    feats, widths = [], []
     for start in range(0, len(records), 256):
         crops = [load_record_image(shared, r) for r in records[start:start + 256]]
         feats.append(clf.embed(crops))
-    return np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)
+        widths += [c.shape[1] for c in crops]
+    return (np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)), np.asarray(widths, np.int64)
 
 
 def best_scores(gallery: Gallery, emb: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -69,9 +79,22 @@ def best_scores(gallery: Gallery, emb: np.ndarray) -> tuple[np.ndarray, list[str
     return s.max(axis=1), [gallery.brand_names[i] for i in s.argmax(axis=1)]
 
 
+def band_thresholds(known_best: np.ndarray, widths: np.ndarray, fallback: float,
+                    max_known: float = MAX_KNOWN_REJECTION) -> list[tuple[int, float]]:
+    """Per width band, the score below which `max_known` of the known validation crops of that
+    width fall; bands with too few crops keep `fallback`."""
+    edges = list(WIDTH_BANDS) + [10 ** 9]
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        band = (widths >= lo) & (widths < hi)
+        t = float(np.quantile(known_best[band], max_known)) if band.sum() >= MIN_BAND_CROPS else fallback
+        out.append((int(lo), round(t, 4)))
+    return out
+
+
 def choose_threshold(known_best: np.ndarray, unknown_best: np.ndarray,
                      max_known: float = MAX_KNOWN_REJECTION) -> float:
-    grid = np.round(np.arange(0.30, 0.99, 0.005), 3)
+    grid = np.round(np.arange(0.0, 0.99, 0.005), 3)  # CosFace embeddings sit lower than pooled features
     best = (-np.inf, 0.0)
     for t in grid:
         known = float(np.mean(known_best < t))
@@ -103,7 +126,8 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
     unseen = [r for r in records if r.split == "unseen"]
     log.info("embedding %d references, %d val, %d test, %d unseen-brand photos", len(refs), len(val), len(test),
              len(unseen))
-    e_ref, e_val, e_test, e_unseen = (embed_records(clf, shared, x) for x in (refs, val, test, unseen))
+    (e_ref, _), (e_val, w_val), (e_test, w_test), (e_unseen, w_unseen) = (
+        embed_records(clf, shared, x) for x in (refs, val, test, unseen))
     val_truth = [r.brand for r in val]
     choice = {}
     for k in ([top_k] if top_k else TOP_K_CHOICES):
@@ -121,7 +145,14 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
         choice[k] = score
     unseen_brands = sorted({r.brand for r in unseen})
 
-    # Cross-fitted unknown rejection: two folds of unseen brands, each judged by the other's threshold.
+    # Width bands: calibrated on known validation crops only; the global threshold stays the
+    # fallback for sparse bands and for crops of unknown width (enrolment queries by embedding).
+    bands = band_thresholds(val_best, w_val, threshold)
+    base.threshold, base.size_thresholds = threshold, bands
+    unseen_limit = base.thresholds_for(list(w_unseen))
+
+    # Cross-fitted unknown rejection: two folds of unseen brands, each judged by the threshold
+    # calibrated on the other (the bands use no unknown photo; their sparse-band fallback does).
     rng = np.random.default_rng(seed)
     order = list(unseen_brands)
     rng.shuffle(order)
@@ -132,21 +163,25 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
     for k, fold in enumerate(folds):
         cal = ~np.isin(brand_of, list(fold))
         t_k = choose_threshold(val_best, unseen_best[cal])
+        g_k = base.copy()
+        g_k.threshold, g_k.size_thresholds = t_k, band_thresholds(val_best, w_val, t_k)
         judged = np.isin(brand_of, list(fold))
-        rej = unseen_best[judged] < t_k
+        rej = unseen_best[judged] < g_k.thresholds_for(list(w_unseen[judged]))
         rejected_total += int(rej.sum())
         crossfit[f"fold{k}"] = {"brands": sorted(fold), "threshold": t_k, "images": int(judged.sum()),
                                 "rejected": round(float(rej.mean()), 4) if judged.any() else None}
-    per_brand_rej = {b: round(float(np.mean(unseen_best[brand_of == b] < threshold)), 4) for b in unseen_brands}
+    per_brand_rej = {b: round(float(np.mean(unseen_best[brand_of == b] < unseen_limit[brand_of == b])), 4)
+                     for b in unseen_brands}
+    val_limit = base.thresholds_for(list(w_val))
 
     # Known brands on test, with the gallery decision.
     test_best, test_pred = best_scores(base, e_test)
+    test_limit = base.thresholds_for(list(w_test))
     truth = [r.brand for r in test]
-    decided = [p if s >= threshold else UNKNOWN_BRAND for p, s in zip(test_pred, test_best)]
-    known_metrics = _known_metrics(test, truth, test_pred, decided, test_best, threshold)
+    decided = [p if s >= t else UNKNOWN_BRAND for p, s, t in zip(test_pred, test_best, test_limit)]
+    known_metrics = _known_metrics(test, truth, test_pred, decided, test_best, test_limit)
 
     # Enrolment: each held-out brand with enough photos, ENROL_SHOTS photos enrolled, rest queried.
-    base.threshold = threshold
     enrolled = base.copy()
     queries: dict[str, np.ndarray] = {}
     enrol_rows = {}
@@ -159,12 +194,12 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
         queries[b] = idx[ENROL_SHOTS:]
     q_truth, q_pred = [], []
     for b, idx in queries.items():
-        preds = enrolled.match(e_unseen[idx])
+        preds = enrolled.match(e_unseen[idx], widths=list(w_unseen[idx]))
         q_truth += [b] * len(idx)
         q_pred += [p.brand for p in preds]
         enrol_rows[b] = {"enrolled": ENROL_SHOTS, "queried": int(len(idx)),
                          "top1": round(_accuracy([b] * len(idx), [p.brand for p in preds]), 4)}
-    after = [p.brand for p in enrolled.match(e_test)]
+    after = [p.brand for p in enrolled.match(e_test, widths=list(w_test))]
     enrolment = {
         "shots": ENROL_SHOTS, "brands": enrol_rows,
         "top1_on_remaining_photos": round(_accuracy(q_truth, q_pred), 4), "photos": len(q_truth),
@@ -186,13 +221,15 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
                        "trained_references": len(refs), "enrolled_brands": unseen_brands,
                        "total_references": int(len(shipped.brands))},
         "threshold": threshold,
+        "width_bands": [{"from_px": lo, "threshold": t, "val_crops": int(np.sum(
+            (w_val >= lo) & (w_val < (WIDTH_BANDS + (10 ** 9,))[i + 1])))} for i, (lo, t) in enumerate(bands)],
         "top_k": base.top_k,
         "top_k_choice_on_val": {k: round(v, 4) for k, v in choice.items()},
         "calibration": {"max_known_rejection": MAX_KNOWN_REJECTION, "val_known_crops": len(val),
-                        "val_known_rejected": round(float(np.mean(val_best < threshold)), 4),
+                        "val_known_rejected": round(float(np.mean(val_best < val_limit)), 4),
                         "val_top1": round(_accuracy([r.brand for r in val], val_pred), 4),
                         "unknown_photos": len(unseen), "unknown_brands": unseen_brands,
-                        "unknown_rejected_in_sample": round(float(np.mean(unseen_best < threshold)), 4)},
+                        "unknown_rejected_in_sample": round(float(np.mean(unseen_best < unseen_limit)), 4)},
         "unknown_rejection_crossfit": {"rejected": round(rejected_total / max(1, len(unseen)), 4),
                                        "images": len(unseen), "folds": crossfit, "per_brand_in_sample": per_brand_rej},
         "known_test": known_metrics,
@@ -219,7 +256,7 @@ def size_bucket(px: int) -> str:
 
 
 def _known_metrics(test: list[Record], truth: list[str], nearest: list[str], decided: list[str],
-                   best: np.ndarray, threshold: float) -> dict:
+                   best: np.ndarray, threshold) -> dict:
     def block(idx):
         idx = list(idx)
         return {"n": len(idx), "top1": round(_accuracy([truth[i] for i in idx], [nearest[i] for i in idx]), 4),

@@ -429,9 +429,10 @@ def calibrate_threshold(probs: np.ndarray, y: np.ndarray, labels: list[str], unk
 
 
 def calibrate_and_save(full, shared: Path, records: list[Record], info: dict, labels: list[str], size: int,
-                       seed: int, history: dict, model_dir: Path) -> dict:
+                       seed: int, history: dict, model_dir: Path, export_model=None) -> dict:
     """Validation probabilities (known val images + renders of the validation-only `other`
-    brands) -> rejection thresholds; then .keras, metadata, history and the OpenVINO IR."""
+    brands) -> rejection thresholds; then .keras, metadata, history and the OpenVINO IR
+    (of `export_model` when given: the same softmax plus an embedding output)."""
     val_recs = [r for r in records if r.split == "val" and r.brand in info["classes"]]
     pv = full.predict(load_crops(shared, val_recs, size).astype(np.float32), batch_size=64, verbose=0)
     yv = np.array([labels.index(r.brand) for r in val_recs])
@@ -441,8 +442,9 @@ def calibrate_and_save(full, shared: Path, records: list[Record], info: dict, la
     threshold, other_threshold, cal = calibrate_threshold(pv, yv, labels, pu)
     log.info("thresholds: brand %.2f, other %.2f: %s", threshold, other_threshold, cal)
     model_dir.mkdir(parents=True, exist_ok=True)
-    full.save(model_dir / "brand_classifier.keras")
-    return write_model_files(full, model_dir, labels, size, info, threshold, cal, seed, history, other_threshold)
+    shipped = export_model if export_model is not None else full
+    shipped.save(model_dir / "brand_classifier.keras")
+    return write_model_files(shipped, model_dir, labels, size, info, threshold, cal, seed, history, other_threshold)
 
 
 def export_openvino(model, model_dir: Path) -> Path:
@@ -669,8 +671,9 @@ class BackgroundBatches:
 
 
 def fit_from_batches(model, batches, n_classes: int, epochs: int, steps_per_epoch: int, validation: tuple,
-                     callbacks: list) -> dict[str, list[float]]:
-    """`model.fit` for an endless batch iterator, with the usual Keras callbacks.
+                     callbacks: list, targets=None) -> dict[str, list[float]]:
+    """`model.fit` for an endless batch iterator, with the usual Keras callbacks. `targets` maps
+    the one-hot labels to what a multi-output model takes (and sample weights likewise).
 
     Not tf.data: `Dataset.from_generator` halved the training step rate on 2 cores (its Python
     callback contends with the step); `train_on_batch` runs at the full rate."""
@@ -687,8 +690,9 @@ def fit_from_batches(model, batches, n_classes: int, epochs: int, steps_per_epoc
         sums: dict[str, float] = {}
         for _ in range(steps_per_epoch):
             x, y, w = next(stream)
-            logs = model.train_on_batch(x, keras.utils.to_categorical(y, n_classes), sample_weight=w,
-                                        return_dict=True)
+            y1h = keras.utils.to_categorical(y, n_classes)
+            logs = model.train_on_batch(x, targets(y1h) if targets else y1h,
+                                        sample_weight=targets(w) if targets else w, return_dict=True)
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
         logs = {k: v / steps_per_epoch for k, v in sums.items()}
