@@ -40,6 +40,22 @@ def test_top_k_averages_a_brands_closest_references():
     assert Gallery(refs, brands, np.array(["train"] * 6, object), 0.0, "x", top_k=3).match(q)[0].brand == "bmw"
 
 
+def test_prototype_scoring_does_not_favour_the_brand_with_more_references():
+    # audi has many references spread widely, one of them near the query; the two tesla
+    # references sit together, nearer the query on average: by prototype tesla wins
+    refs = _unit([0.95, 0.31], [0, 1], [-1, 0.2], [0, -1], [0.6, 0.8], [0.8, 0.6])
+    brands = np.array(["audi", "audi", "audi", "audi", "tesla", "tesla"], object)
+    origins = np.array(["train"] * 6, object)
+    q = _unit([0.93, 0.37])
+    assert Gallery(refs, brands, origins, 0.0, "x", top_k=1).match(q)[0].brand == "audi"
+    proto = Gallery(refs, brands, origins, 0.0, "x", scoring="prototype")
+    assert proto.match(q)[0].brand == "tesla"
+    proto.add("bmw", _unit([0.93, 0.37]))  # enrolling recomputes the prototypes
+    assert proto.match(q)[0].brand == "bmw"
+    with pytest.raises(ValueError, match="scoring"):
+        Gallery(refs, brands, origins, 0.0, "x", scoring="closest")
+
+
 def test_add_remove_save_load_round_trip(tmp_path):
     g = Gallery(_unit([1, 0]), np.array(["audi"], object), np.array(["train"], object), 0.5, "abc")
     g.add("tesla", _unit([0, 2], [0.1, 1]), "enrolled", ["00ff", "0f0f"])
@@ -65,12 +81,13 @@ def test_a_wide_crop_must_score_higher_than_a_small_one():
     assert g.match(q, threshold=0.9)[0].brand == UNKNOWN_BRAND  # an explicit threshold overrides the bands
 
 
-def test_width_bands_survive_save_load_and_copy(tmp_path):
+def test_width_bands_and_scoring_survive_save_load_and_copy(tmp_path):
     g = Gallery(_unit([1, 0]), np.array(["audi"], object), np.array(["train"], object), 0.5, "x",
-                size_thresholds=[(0, 0.55), (40, 0.7)])
+                size_thresholds=[(0, 0.55), (40, 0.7)], scoring="prototype")
     g.save(tmp_path / "g.npz")
     back = Gallery.load(tmp_path / "g.npz")
     assert back.size_thresholds == [(0, 0.55), (40, 0.7)] and back.copy().size_thresholds == back.size_thresholds
+    assert back.scoring == "prototype" and back.copy().scoring == "prototype"
     assert list(back.thresholds_for([10, 40, None])) == pytest.approx([0.55, 0.7, 0.5])
 
 

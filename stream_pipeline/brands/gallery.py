@@ -3,8 +3,10 @@
 The original study framed brand identification as verification: compare a badge's features with
 reference models, then decide. A badge crop's embedding (the classifier's pooled features,
 L2-normalised) is compared with every brand's references; the brand's score is the mean cosine
-similarity of its `TOP_K_REFS` closest references, the nearest brand wins, and a badge whose best
-score is below the gallery's threshold is `unknown`. The threshold is calibrated on real photos
+similarity of its `TOP_K_REFS` closest references (or, `scoring="prototype"`, the similarity to
+the mean of its references: a brand enrolled from 10 photos then competes on equal terms with a
+brand that has 40), the nearest brand wins, and a badge whose best score is below the gallery's
+threshold is `unknown`. The threshold is calibrated on real photos
 of brands kept out of training, so "unknown" means "like nothing in the gallery", not "like the
 catalogue renders the softmax was taught to reject".
 
@@ -35,6 +37,7 @@ from stream_pipeline.core.types import UNKNOWN_BRAND, BrandPrediction, BrandScor
 
 GALLERY_NAME = "gallery.npz"
 TOP_K_REFS = 3  # a brand's score averages its 3 closest references: one odd reference can't win alone
+SCORINGS = ("nearest", "prototype")
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
@@ -75,8 +78,11 @@ class Gallery:
     top_k: int = TOP_K_REFS
     # [(smallest crop width in px, threshold), ...] ascending; empty: `threshold` for every crop
     size_thresholds: list = field(default_factory=list)
+    scoring: str = "nearest"  # or "prototype": similarity to the mean of a brand's references
 
     def __post_init__(self):
+        if self.scoring not in SCORINGS:
+            raise ValueError(f"gallery scoring {self.scoring!r}: expected one of {', '.join(SCORINGS)}")
         if self.keys is None:
             self.keys = np.asarray([""] * len(self.brands), dtype=object)
         self.keys = np.asarray(self.keys, dtype=object)
@@ -98,6 +104,9 @@ class Gallery:
         for i, g in enumerate(groups):
             self._ref_index[i, :len(g)] = g
             self._ref_valid[i, :len(g)] = True
+        dim = self.embeddings.shape[1] if self.embeddings.ndim == 2 else 0
+        self._prototypes = normalise(np.stack([self.embeddings[g].mean(axis=0) for g in groups])) if groups \
+            else np.zeros((0, dim), np.float32)
 
     # ------------------------------------------------------------------ files
 
@@ -113,7 +122,8 @@ class Gallery:
                            np.asarray(data["origins"]).astype(object), float(meta["threshold"]),
                            str(meta["model_digest"]), meta.get("info", {}),
                            np.asarray(data["keys"]).astype(object), int(meta.get("top_k", TOP_K_REFS)),
-                           [(int(w), float(t)) for w, t in meta.get("size_thresholds", [])])
+                           [(int(w), float(t)) for w, t in meta.get("size_thresholds", [])],
+                           str(meta.get("scoring", "nearest")))
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"brand gallery unreadable: {path}: {exc}") from exc
 
@@ -122,7 +132,8 @@ class Gallery:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = json.dumps({"threshold": self.threshold, "model_digest": self.model_digest, "top_k": self.top_k,
-                           "size_thresholds": [list(band) for band in self.size_thresholds], "info": self.info})
+                           "size_thresholds": [list(band) for band in self.size_thresholds],
+                           "scoring": self.scoring, "info": self.info})
         fd, tmp = tempfile.mkstemp(prefix=".gallery-", suffix=".npz", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -168,7 +179,8 @@ class Gallery:
 
     def copy(self) -> "Gallery":
         return Gallery(self.embeddings.copy(), self.brands.copy(), self.origins.copy(), self.threshold,
-                       self.model_digest, dict(self.info), self.keys.copy(), self.top_k, list(self.size_thresholds))
+                       self.model_digest, dict(self.info), self.keys.copy(), self.top_k, list(self.size_thresholds),
+                       self.scoring)
 
     def thresholds_for(self, widths) -> np.ndarray:
         """Threshold per crop width in px (`threshold` for a width of None)."""
@@ -182,10 +194,13 @@ class Gallery:
     # ------------------------------------------------------------------ matching
 
     def scores(self, embeddings: np.ndarray) -> np.ndarray:
-        """(M, brands) score: mean cosine similarity of each brand's `top_k` closest references."""
+        """(M, brands) score: mean cosine similarity of each brand's `top_k` closest references,
+        or the cosine similarity to each brand's prototype."""
         q = normalise(embeddings)
         if not len(self.brand_names) or not len(q):
             return np.zeros((len(q), len(self.brand_names)), np.float32)
+        if self.scoring == "prototype":
+            return (q @ self._prototypes.T).astype(np.float32)
         sims = q @ self.embeddings.T  # (M, N)
         per_brand = np.where(self._ref_valid[None], sims[:, self._ref_index], -np.inf)  # (M, B, R)
         k = min(self.top_k, per_brand.shape[2])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from stream_pipeline.training.classifier.gallery import MIN_BAND_CROPS
+
 
 def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f} %"
@@ -222,20 +224,42 @@ def _gallery_section(model_dir: Path) -> list[str]:
         return []
     r = json.loads(path.read_text())
     cal, cf, en, ref = r["calibration"], r["unknown_rejection_crossfit"], r["enrolment"], r["references"]
+    meta_file = model_dir / "metadata.json"
+    metric = meta_file.is_file() and "embedding_output" in json.loads(meta_file.read_text())
+    embedding = ("a 256-d projection of the pooled features, L2-normalised, trained end to end with the network "
+                 "by a CosFace loss beside the softmax (`train-classifier --metric-dim 256`)" if metric else
+                 "the pooled 1280-d features under the softmax, L2-normalised")
     lines = [
         "## Gallery (verification, open set, enrolment)", "",
-        f"Each badge crop's embedding (the pooled 1280-d features under the softmax, L2-normalised) is compared with "
+        f"Each badge crop's embedding ({embedding}) is compared with "
         f"reference embeddings of every brand: {ref['trained_references']} real training crops of the "
         f"{ref['trained_brands']} trained brands ({ref['per_brand']} per brand, {int(100 * ref['road_share'])} % street / "
         f"close-up where a brand has them) plus every photo of the {len(ref['enrolled_brands'])} held-out brands "
         f"({', '.join(ref['enrolled_brands'])}), enrolled as `stream-pipeline enroll` does: {ref['total_references']} "
-        f"references. A brand's score is the mean cosine similarity of its {r['top_k']} closest reference(s) (chosen "
-        f"on validation: {r['top_k_choice_on_val']}). Below the threshold {r['threshold']:.3f} the badge is "
+        "references. " + (
+            "A brand's score is the cosine similarity to its prototype, the mean of its references (so a brand "
+            "enrolled from 10 photos competes on equal terms with one that has 40)"
+            if r.get("scoring") == "prototype" else
+            f"A brand's score is the mean cosine similarity of its {r['top_k']} closest reference(s)") +
+        f" (rules scored on validation: {r['top_k_choice_on_val']}). Below the threshold {r['threshold']:.3f} the badge is "
         "`unknown`; otherwise an enrolled brand is named by the gallery and a trained brand by the softmax.", "",
         f"Threshold: calibrated on real photos only, the {cal['val_known_crops']} validation crops of known brands "
         f"(at most {_pct(cal['max_known_rejection'])} rejected: {_pct(cal['val_known_rejected'])}) and the "
         f"{cal['unknown_photos']} photos of the brands kept out of training, maximising unknown rejected minus "
         "known rejected.", "",
+    ]
+    if r.get("width_bands"):
+        lines += ["The threshold depends on the crop's width: small, blurry badges of known brands score lower than "
+                  "sharp ones, so each width band has the threshold that rejects "
+                  f"{_pct(cal['max_known_rejection'])} of the known validation crops of that width (no unknown photo "
+                  f"tunes it; a band with fewer than {MIN_BAND_CROPS} validation crops keeps the threshold above):", "",
+                  "| crop width | threshold | validation crops |", "|---|---|---|"]
+        bands = r["width_bands"]
+        for i, b in enumerate(bands):
+            upper = f"-{bands[i + 1]['from_px']} px" if i + 1 < len(bands) else " px and wider"
+            lines.append(f"| {b['from_px']}{upper} | {b['threshold']:.3f} | {b['val_crops']} |")
+        lines.append("")
+    lines += [
         "| measure (real photos) | value | issue-11 target |", "|---|---|---|",
         f"| unknown brands rejected, cross-fitted by brand (each half judged by the threshold of the other) | "
         f"{_pct(cf['rejected'])} ({cf['images']} photos) | >= 70 % — {'met' if cf['rejected'] >= 0.7 else '**not met**'} |",

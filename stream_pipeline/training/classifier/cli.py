@@ -140,7 +140,7 @@ def _cmd_build_gallery(args) -> int:
 
     model_dir = _model_dir(args)
     gallery, report = build_and_evaluate(_shared(args), model_dir, seed=args.seed, per_brand=args.per_brand,
-                                         threads=args.threads, top_k=args.top_k)
+                                         threads=args.threads, top_k=args.top_k, scoring=args.scoring)
     path = write_gallery(gallery, report, model_dir)
     print(json.dumps({k: report[k] for k in ("references", "threshold", "calibration", "unknown_rejection_crossfit",
                                              "enrolment", "softmax_test_top1")}, indent=1))
@@ -261,6 +261,8 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser("build-gallery", help="build and calibrate the brand gallery of a trained classifier")
     p.add_argument("--per-brand", type=int, default=40, help="reference crops per trained brand")
     p.add_argument("--top-k", type=int, default=None, help="references averaged per brand score (default: chosen on val)")
+    p.add_argument("--scoring", choices=["nearest", "prototype"], default=None,
+                   help="a brand's score: its nearest references, or the mean of its references (default: chosen on val)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=1337)
     common(p)

@@ -113,7 +113,9 @@ TOP_K_CHOICES = (1, 3)
 
 
 def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_brand: int = REFS_PER_BRAND,
-                       threads: int = 2, top_k: int | None = None) -> tuple[Gallery, dict]:
+                       threads: int = 2, top_k: int | None = None, scoring: str | None = None) -> tuple[Gallery, dict]:
+    """scoring: "nearest" (top_k closest references; top_k chosen on validation when None),
+    "prototype" (the mean of a brand's references), or None: chosen on validation among both."""
     from stream_pipeline.training.classifier import train
 
     records, info = train.load_dataset_info(model_dir)
@@ -130,11 +132,16 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
         embed_records(clf, shared, x) for x in (refs, val, test, unseen))
     val_truth = [r.brand for r in val]
     choice = {}
-    for k in ([top_k] if top_k else TOP_K_CHOICES):
-        # references averaged per brand: chosen on validation (known accuracy with rejection
-        # plus in-sample unknown rejection), never on test
+    if scoring == "prototype":
+        candidates = [("prototype", TOP_K_CHOICES[0])]
+    else:
+        candidates = [("nearest", k) for k in ([top_k] if top_k else TOP_K_CHOICES)]
+        candidates += [("prototype", TOP_K_CHOICES[0])] if scoring is None else []
+    for rule, k in candidates:
+        # chosen on validation (known accuracy with rejection plus in-sample unknown
+        # rejection), never on test
         g = Gallery(e_ref, np.array([r.brand for r in refs], object), np.array(["train"] * len(refs), object),
-                    0.0, clf.digest, top_k=k)
+                    0.0, clf.digest, top_k=k, scoring=rule)
         vb, vp = best_scores(g, e_val)
         ub, _ = best_scores(g, e_unseen)
         t = choose_threshold(vb, ub)
@@ -142,7 +149,7 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
                  + float(np.mean(ub < t))) / 2
         if not choice or score > max(choice.values()):
             base, val_best, val_pred, unseen_best, threshold = g, vb, vp, ub, t
-        choice[k] = score
+        choice["prototype" if rule == "prototype" else str(k)] = score
     unseen_brands = sorted({r.brand for r in unseen})
 
     # Width bands: calibrated on known validation crops only; the global threshold stays the
@@ -224,6 +231,7 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
         "width_bands": [{"from_px": lo, "threshold": t, "val_crops": int(np.sum(
             (w_val >= lo) & (w_val < (WIDTH_BANDS + (10 ** 9,))[i + 1])))} for i, (lo, t) in enumerate(bands)],
         "top_k": base.top_k,
+        "scoring": base.scoring,
         "top_k_choice_on_val": {k: round(v, 4) for k, v in choice.items()},
         "calibration": {"max_known_rejection": MAX_KNOWN_REJECTION, "val_known_crops": len(val),
                         "val_known_rejected": round(float(np.mean(val_best < val_limit)), 4),

@@ -6,7 +6,8 @@ brand lands close to look-alike trained brands and cannot be told apart by dista
 34 % of real unseen-brand photos rejected). Here the backbone is trained end to end with a
 second head beside the softmax: a 256-d projection of the pooled features, L2-normalised, and a
 CosFace loss (cosine to a learned centre per brand, minus a margin for the true brand) that pulls
-a brand's crops together and pushes brands apart by angle. `other` views train the softmax only.
+a brand's crops together and pushes brands apart by angle; `other` views (logos of no class,
+non-logo patches) are pushed to be equally far from every brand centre.
 
 The exported model has two outputs, softmax and embedding; the runtime (brands/classifier.py)
 uses the embedding output when the IR has one.
@@ -52,12 +53,15 @@ def build_metric_model(n_labels: int, size: int, dim: int, weights: str | None =
 
 def cosface_loss(n_brands: int, scale: float, margin: float):
     """CosFace: cross-entropy over scale * (cosine - margin on the true brand). Labels are one-hot
-    over brands + `other`; an `other` row has no brand bit, so it contributes zero."""
+    over brands + `other`. An `other` view (a logo of no class, a non-logo patch) gets the
+    uniform target over the brands instead (entropic open-set loss): alike to every brand
+    centre, so near none of them, which is what the gallery's threshold looks for."""
     import keras
 
     def loss(y_true, cos):
         y = y_true[:, :n_brands]
-        return keras.losses.categorical_crossentropy(y, scale * (cos - margin * y), from_logits=True)
+        target = y + y_true[:, n_brands:n_brands + 1] / n_brands
+        return keras.losses.categorical_crossentropy(target, scale * (cos - margin * y), from_logits=True)
 
     return loss
 
@@ -114,7 +118,8 @@ def train_metric_end_to_end(shared: Path, init_from: Path | None, size: int = 16
 
     hist: dict = {}
     t0 = time.time()
-    with train.BackgroundBatches(shared, model_dir, size, seed + 11) as batches:
+    views_seed = seed + 11 + train.epochs_logged(ckpt_dir / f"e2e{size}_log.csv")
+    with train.BackgroundBatches(shared, model_dir, size, views_seed) as batches:
         if not resuming and warmup_epochs:
             base.trainable = False
             for layer in model.layers:

@@ -155,6 +155,16 @@ def study(model_dir: Path, shared: Path, heads: bool = False) -> dict:
             return names[sc.argmax(axis=1)], sc.max(axis=1)
         return rule
 
+    def prototype_rule(per_brand: int):
+        refs = references(train, per_brand)
+        names = np.unique(train["b"][refs])
+        protos = _norm(np.stack([_norm(train["f"][refs][train["b"][refs] == b]).mean(axis=0) for b in names]))
+
+        def rule(split):
+            sc = _norm(sets[split]["f"]) @ protos.T
+            return names[sc.argmax(axis=1)], sc.max(axis=1)
+        return rule
+
     def softmax_rule(split):
         p = sets[split]["p"].copy()
         if other is not None:  # probability left to "other" counts against every brand
@@ -162,7 +172,9 @@ def study(model_dir: Path, shared: Path, heads: bool = False) -> dict:
         return label_arr[p.argmax(axis=1)], p.max(axis=1)
 
     rows = {"gallery, 40 refs/brand, top-3": gallery_rule(40, 3),
-            "gallery, 40 refs/brand, nearest (shipped)": gallery_rule(40, 1),
+            "gallery, 40 refs/brand, nearest": gallery_rule(40, 1),
+            "gallery, 40 refs/brand, prototype (their mean)": prototype_rule(40),
+            "gallery, every training crop, prototype": prototype_rule(10 ** 6),
             "gallery, 250 refs/brand, nearest": gallery_rule(250, 1),
             "gallery, every training crop, nearest": gallery_rule(10 ** 6, 1),
             "softmax, best trained brand's probability": softmax_rule}

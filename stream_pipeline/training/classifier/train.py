@@ -670,6 +670,14 @@ class BackgroundBatches:
             yield x.astype(np.float32), y, self.class_weight[y]
 
 
+def epochs_logged(csv_log: Path) -> int:
+    """Epochs an earlier run of this stage logged: a resumed run seeds its augmentation with it,
+    so it sees fresh views instead of replaying the ones its checkpoint was trained on."""
+    if not csv_log.is_file():
+        return 0
+    return max(0, len(csv_log.read_text().splitlines()) - 1)
+
+
 def fit_from_batches(model, batches, n_classes: int, epochs: int, steps_per_epoch: int, validation: tuple,
                      callbacks: list, targets=None) -> dict[str, list[float]]:
     """`model.fit` for an endless batch iterator, with the usual Keras callbacks. `targets` maps
@@ -764,7 +772,7 @@ def train_end_to_end(shared: Path, size: int = 96, epochs: int = 100, steps_per_
     for layer in base.layers:
         layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
 
-    batches = BackgroundBatches(shared, model_dir, size, seed + 11)
+    batches = BackgroundBatches(shared, model_dir, size, seed + 11 + epochs_logged(ckpt_dir / f"e2e{size}_log.csv"))
 
     # validation: real val crops + `other` renders of the validation catalogue brands
     rng = np.random.default_rng(seed + 1)
