@@ -209,3 +209,16 @@ def test_open_set_study_references_are_road_first_and_judged_at_four_percent():
     assert r["known_test_rejected"] == 0.25
     assert r["top1"] == 0.75 and r["top1_with_rejection"] == 0.5
     assert r["street_under_24px_top1"] == 0.5
+
+
+def test_a_configured_gallery_threshold_replaces_the_width_bands(tmp_path):
+    from stream_pipeline.brands.recognizer import BrandRecognizer
+    from stream_pipeline.core.config import BrandsConfig
+
+    banded = Gallery.load(SHIPPED)
+    banded.size_thresholds = [(0, 0.5), (64, 0.9)]
+    banded.save(tmp_path / "g.npz")
+    default = BrandRecognizer(BrandsConfig(gallery=str(tmp_path / "g.npz"))).classifier.gallery
+    assert default.size_thresholds == [(0, 0.5), (64, 0.9)]
+    fixed = BrandRecognizer(BrandsConfig(gallery=str(tmp_path / "g.npz"), gallery_threshold=0.7)).classifier.gallery
+    assert fixed.size_thresholds == [] and list(fixed.thresholds_for([10, 200])) == pytest.approx([0.7, 0.7])

@@ -172,7 +172,8 @@ def cmd_gallery(args) -> int:
         gallery = Gallery.load(path)
         rows = gallery.summary()
         if args.json:
-            print(json.dumps({"gallery": str(path), "threshold": gallery.threshold, "brands": rows}))
+            print(json.dumps({"gallery": str(path), "threshold": gallery.threshold, "scoring": gallery.scoring,
+                              "size_thresholds": gallery.size_thresholds, "brands": rows}))
         else:
             print(f"{path}: {len(rows)} brands, {len(gallery.brands)} references, threshold {gallery.threshold:.3f}")
             for row in rows:
@@ -205,12 +206,14 @@ def cmd_benchmark_gallery(args) -> int:
     idx = rng.choice(len(shipped.brands), size=args.references, replace=args.references > len(shipped.brands))
     noise = rng.normal(0, 0.05, size=(args.references, shipped.embeddings.shape[1])).astype(np.float32)
     g = Gallery(shipped.embeddings[idx] + noise, shipped.brands[idx], shipped.origins[idx], shipped.threshold,
-                shipped.model_digest, top_k=shipped.top_k)
+                shipped.model_digest, top_k=shipped.top_k, size_thresholds=shipped.size_thresholds,
+                scoring=shipped.scoring)
     queries = shipped.embeddings[rng.choice(len(shipped.brands), size=args.batch)] + 0.05
-    g.match(queries)  # warm-up
+    widths = [48] * args.batch
+    g.match(queries, widths=widths)  # warm-up
     runs, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < args.seconds:
-        g.match(queries)
+        g.match(queries, widths=widths)
         runs += 1
     per_crop_ms = (time.perf_counter() - t0) / (runs * args.batch) * 1000
     result = {"references": args.references, "brands": len(g.brand_names), "batch": args.batch,

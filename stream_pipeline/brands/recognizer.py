@@ -99,8 +99,8 @@ class BrandRecognizer:
             from stream_pipeline.brands.gallery import Gallery
 
             gallery = Gallery.load(resolve_model_path(config.gallery))
-            if config.gallery_threshold is not None:
-                gallery.threshold = config.gallery_threshold
+            if config.gallery_threshold is not None:  # one threshold for every badge size
+                gallery.threshold, gallery.size_thresholds = config.gallery_threshold, []
             self.classifier.use_gallery(gallery)
         # Cut badges exactly as the classifier's training crops were cut.
         self.badge_margin = float(self.classifier.metadata.get("crop_margin", BADGE_MARGIN))
