@@ -87,7 +87,7 @@ def _cmd_train(args) -> int:
                 shared, Path(args.init_from) if args.init_from else None, size=args.e2e_size, dim=args.metric_dim,
                 epochs=args.e2e_epochs, steps_per_epoch=args.e2e_steps, seed=args.seed, threads=args.threads,
                 model_dir=_model_dir(args), lr=args.e2e_lr, plateau_patience=args.plateau_patience,
-                budget_s=args.e2e_budget_min * 60 if args.e2e_budget_min else None)
+                budget_s=args.e2e_budget_min * 60 if args.e2e_budget_min else None, open_set=args.metric_open_set)
     elif args.ship_only:
         if args.arch != "mobilenet":
             raise UserError("--ship-only applies to --arch mobilenet")
@@ -233,6 +233,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--metric-dim", type=int, default=0, metavar="D",
                    help="metric-learning end-to-end stage instead: a D-d CosFace embedding trained beside the "
                         "softmax, from --init-from (the gallery then compares that embedding)")
+    p.add_argument("--metric-open-set", action="store_true",
+                   help="with --metric-dim: `other` views pushed equally far from every brand centre (entropic open-set loss)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for TensorFlow")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--resume", action="store_true", help="reuse cached features / finished stages / checkpoints")

@@ -6,8 +6,8 @@ brand lands close to look-alike trained brands and cannot be told apart by dista
 34 % of real unseen-brand photos rejected). Here the backbone is trained end to end with a
 second head beside the softmax: a 256-d projection of the pooled features, L2-normalised, and a
 CosFace loss (cosine to a learned centre per brand, minus a margin for the true brand) that pulls
-a brand's crops together and pushes brands apart by angle; `other` views (logos of no class,
-non-logo patches) are pushed to be equally far from every brand centre.
+a brand's crops together and pushes brands apart by angle. `other` views train the softmax only
+(or, `open_set`, are pushed to be equally far from every brand centre).
 
 The exported model has two outputs, softmax and embedding; the runtime (brands/classifier.py)
 uses the embedding output when the IR has one.
@@ -51,27 +51,29 @@ def build_metric_model(n_labels: int, size: int, dim: int, weights: str | None =
     return training_model, export_model, full, base
 
 
-def cosface_loss(n_brands: int, scale: float, margin: float):
+def cosface_loss(n_brands: int, scale: float, margin: float, open_set: bool = False):
     """CosFace: cross-entropy over scale * (cosine - margin on the true brand). Labels are one-hot
-    over brands + `other`. An `other` view (a logo of no class, a non-logo patch) gets the
-    uniform target over the brands instead (entropic open-set loss): alike to every brand
-    centre, so near none of them, which is what the gallery's threshold looks for."""
+    over brands + `other`: an `other` row has no brand bit, so it contributes zero. With
+    `open_set`, an `other` view (a logo of no class, a non-logo patch) gets the uniform target
+    over the brands instead (entropic open-set loss): alike to every brand centre, so near none.
+    Tried on the shipped data: it made validation `other` renders less uniform, not more (model card)."""
     import keras
 
     def loss(y_true, cos):
         y = y_true[:, :n_brands]
-        target = y + y_true[:, n_brands:n_brands + 1] / n_brands
+        target = y + y_true[:, n_brands:n_brands + 1] / n_brands if open_set else y
         return keras.losses.categorical_crossentropy(target, scale * (cos - margin * y), from_logits=True)
 
     return loss
 
 
-def _compile(model, n_brands: int, lr: float, metric_weight: float, scale: float, margin: float) -> None:
+def _compile(model, n_brands: int, lr: float, metric_weight: float, scale: float, margin: float,
+             open_set: bool = False) -> None:
     import keras
 
     model.compile(optimizer=keras.optimizers.Adam(lr),
                   loss={"brand": keras.losses.CategoricalCrossentropy(label_smoothing=0.05),
-                        "cos": cosface_loss(n_brands, scale, margin)},
+                        "cos": cosface_loss(n_brands, scale, margin, open_set)},
                   loss_weights={"brand": 1.0, "cos": metric_weight},
                   metrics={"brand": ["accuracy"]})
 
@@ -80,7 +82,8 @@ def train_metric_end_to_end(shared: Path, init_from: Path | None, size: int = 16
                             epochs: int = 100, steps_per_epoch: int = 50, warmup_epochs: int = 3,
                             budget_s: float | None = None, seed: int = 1337, threads: int = 2,
                             model_dir: Path = train.MODEL_DIR, lr: float = 1e-4, metric_weight: float = 0.5,
-                            scale: float = 30.0, margin: float = 0.25, plateau_patience: int = 3) -> dict:
+                            scale: float = 30.0, margin: float = 0.25, plateau_patience: int = 3,
+                            open_set: bool = False) -> dict:
     """Warm-up: the new projection and centres alone on the frozen classifier; then every
     convolution (BatchNorm frozen) with both losses. Resumes from its best checkpoint."""
     train.configure_tf(threads)
@@ -125,7 +128,7 @@ def train_metric_end_to_end(shared: Path, init_from: Path | None, size: int = 16
             for layer in model.layers:
                 if layer.name in ("brand", "head_dropout", "to_unit", "gap"):
                     layer.trainable = False
-            _compile(model, n - 1, 1e-3, metric_weight, scale, margin)
+            _compile(model, n - 1, 1e-3, metric_weight, scale, margin, open_set)
             log.info("warm-up: projection and brand centres on the frozen classifier")
             train.fit_from_batches(model, batches, n, warmup_epochs, steps_per_epoch, validation, [],
                                    targets=targets)
@@ -134,7 +137,7 @@ def train_metric_end_to_end(shared: Path, init_from: Path | None, size: int = 16
         base.trainable = True
         for layer in base.layers:
             layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
-        _compile(model, n - 1, lr, metric_weight, scale, margin)
+        _compile(model, n - 1, lr, metric_weight, scale, margin, open_set)
         if not best.is_file():
             model.save_weights(str(best))
         start = model.evaluate(xv, validation[1], verbose=0, batch_size=64, return_dict=True)
@@ -150,6 +153,7 @@ def train_metric_end_to_end(shared: Path, init_from: Path | None, size: int = 16
     (ckpt_dir / f"e2e{size}_done.json").write_text(json.dumps(hist))
     (ckpt_dir / "settings.json").write_text(json.dumps(
         {"dim": dim, "scale": scale, "margin": margin, "metric_weight": metric_weight, "size": size,
+         "open_set": open_set,
          "init_from": str(init_from) if init_from else None}))
     return finalize_metric(shared, size=size, dim=dim, threads=threads, model_dir=model_dir, seed=seed)
 
