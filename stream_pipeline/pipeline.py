@@ -73,7 +73,7 @@ class Pipeline:
     def __init__(self, config: PipelineConfig, detector=None, recognizer: BrandRecognizer | None = None) -> None:
         """Models given are used as they are (serve: one model set shared by many cameras)."""
         self.config = config
-        self.detector = detector or VehicleDetector(config.detector)
+        self.detector = detector if detector is not None else VehicleDetector(config.detector)
         if recognizer is None and config.brands.enabled:
             recognizer = BrandRecognizer(config.brands)
         self.recognizer = recognizer

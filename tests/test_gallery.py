@@ -96,14 +96,16 @@ def test_band_thresholds_reject_the_same_share_of_known_crops_in_every_band():
 
     rng = np.random.default_rng(0)
     # small crops score lower than large ones, as real ones do
-    widths = np.concatenate([np.full(200, 15), np.full(200, 150), np.full(MIN_BAND_CROPS - 1, 30)])
-    best = np.concatenate([rng.uniform(0.5, 0.9, 200), rng.uniform(0.8, 1.0, 200), rng.uniform(0, 1, MIN_BAND_CROPS - 1)])
+    # whole photos (width -1) belong to no band
+    widths = np.concatenate([np.full(200, 15), np.full(200, 150), np.full(MIN_BAND_CROPS - 1, 30), np.full(50, -1)])
+    best = np.concatenate([rng.uniform(0.5, 0.9, 200), rng.uniform(0.8, 1.0, 200), rng.uniform(0, 1, MIN_BAND_CROPS - 1),
+                           np.zeros(50)])
     bands = dict(band_thresholds(best, widths, fallback=0.42, max_known=0.04))
     assert set(bands) == set(WIDTH_BANDS)
     assert np.mean(best[:200] < bands[0]) == pytest.approx(0.04, abs=0.01)
-    assert np.mean(best[200:400] < bands[100]) == pytest.approx(0.04, abs=0.01)
-    assert bands[100] > bands[0] + 0.2
-    assert bands[28] == 0.42  # too few crops of that width: the fallback
+    assert np.mean(best[200:400] < bands[40]) == pytest.approx(0.04, abs=0.01)
+    assert bands[40] > bands[0] + 0.2
+    assert bands[28] == 0.42 and bands[20] == 0.42  # too few crops of that width: the fallback
 
 
 def test_shipped_gallery_belongs_to_the_shipped_classifier():
@@ -222,3 +224,19 @@ def test_a_configured_gallery_threshold_replaces_the_width_bands(tmp_path):
     assert default.size_thresholds == [(0, 0.5), (64, 0.9)]
     fixed = BrandRecognizer(BrandsConfig(gallery=str(tmp_path / "g.npz"), gallery_threshold=0.7)).classifier.gallery
     assert fixed.size_thresholds == [] and list(fixed.thresholds_for([10, 200])) == pytest.approx([0.7, 0.7])
+
+
+def test_classify_judges_each_crop_by_its_own_width(tmp_path, shared):
+    # bands that never reject a crop narrower than 100 px and always reject a wider one: the same
+    # badge photo, cut tall-and-narrow and short-and-wide, must fall on either side
+    from stream_pipeline.brands.classifier import BrandClassifier
+
+    photo = cv2.imread(str(sorted((shared / "data" / "logos-closeup" / "volkswagen").glob("*.jpg"))[0]))
+    assert photo is not None
+    gallery = Gallery.load(SHIPPED)
+    gallery.size_thresholds = [(0, -1.0), (100, 1.01)]
+    clf = BrandClassifier.load()
+    clf.use_gallery(gallery)
+    narrow, wide = cv2.resize(photo, (60, 150)), cv2.resize(photo, (150, 60))  # (width, height)
+    brands = [p.brand for p in clf.classify([narrow, wide])]
+    assert brands[0] != UNKNOWN_BRAND and brands[1] == UNKNOWN_BRAND, brands

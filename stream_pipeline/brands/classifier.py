@@ -84,12 +84,10 @@ def decide(probs: np.ndarray, labels: Sequence[str], threshold: float, top_k: in
 
 
 def _add_embedding_output(model) -> None:
-    """Make the badge embedding the gallery compares the second output. A model trained with a
-    metric head (training/classifier/metric.py) exports it itself; for the others it is the
-    pooled features that feed the softmax layer, found by structure, so IRs exported before the
-    gallery work too: the network's only MatMul is the dense head, and its input is the pooled vector."""
-    if len(model.outputs) == 2:
-        return
+    """Make the badge embedding the gallery compares the second output, for models without one of
+    their own (a metric-trained model exports it, and its metadata says so): the pooled features
+    that feed the softmax layer, found by structure, so IRs exported before the gallery work too:
+    the network's only MatMul is the dense head, and its input is the pooled vector."""
     matmuls = [op for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"]
     if len(matmuls) != 1:
         raise ModelError(f"brand classifier: expected one dense head, found {len(matmuls)} MatMul ops")
@@ -158,7 +156,11 @@ class BrandClassifier:
             model = core.read_model(str(xml))
             size = int(metadata["input_size"])
             model.reshape([-1, size, size, 3])
-            _add_embedding_output(model)
+            if "embedding_output" not in metadata:
+                _add_embedding_output(model)
+            elif metadata["embedding_output"] != 1 or len(model.outputs) != 2:
+                raise ModelError(f"brand classifier {xml}: metadata names embedding output "
+                                 f"{metadata['embedding_output']}, the model has {len(model.outputs)} outputs")
             compiled = core.compile_model(model, "CPU", config)
         except (RuntimeError, ValueError, OSError) as exc:  # OpenVINO reports load failures as RuntimeError
             raise ModelError(f"cannot load brand classifier {xml}: {exc}") from exc

@@ -83,6 +83,7 @@ class Gallery:
     def __post_init__(self):
         if self.scoring not in SCORINGS:
             raise ValueError(f"gallery scoring {self.scoring!r}: expected one of {', '.join(SCORINGS)}")
+        self.size_thresholds = sorted((int(w), float(t)) for w, t in self.size_thresholds)
         if self.keys is None:
             self.keys = np.asarray([""] * len(self.brands), dtype=object)
         self.keys = np.asarray(self.keys, dtype=object)

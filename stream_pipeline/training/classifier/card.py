@@ -84,7 +84,8 @@ def write_model_card(model_dir: Path) -> Path:
         "head trained on the frozen network (Adam 1e-3). Stage 2: blocks 13-16 + `Conv_1` fine-tuned on the "
         "cache (Adam 1e-4, BatchNorm frozen). Stage 3: end-to-end fine-tuning of every convolution (BatchNorm "
         f"frozen, Adam, reduce-on-plateau) at {meta['input_size']} px with fresh augmentation made by a worker "
-        "process. Each stage keeps its best validation-loss checkpoint and stops early or on its time budget. "
+        "process. " + _metric_stage(meta.get("metric")) +
+        "Each stage keeps its best validation-loss checkpoint and stops early or on its time budget. "
         "Rejection: output `unknown` when `other` wins, when `other` gets at least "
         f"{meta.get('other_threshold', 1.0):.2f}, or when the best brand probability is below "
         f"{meta['threshold']:.2f}. Both thresholds are calibrated on validation: the pair that rejects the most "
@@ -192,6 +193,18 @@ def write_model_card(model_dir: Path) -> Path:
     return path
 
 
+def _metric_stage(m: dict | None) -> str:
+    if not m:
+        return ""
+    other = ("pushed equally far from every brand centre (entropic open-set loss)" if m.get("open_set")
+             else "train the softmax only")
+    return (f"Stage 4 (metric learning): a {m['dim']}-d projection of the pooled features, L2-normalised, with a "
+            f"CosFace head (a unit centre per brand; scale {m.get('scale')}, margin {m.get('margin')}; `other` views "
+            f"{other}), trained end to end beside the softmax (CosFace loss weight {m.get('metric_weight')}): first "
+            "the new head alone on the frozen network, then every convolution (Adam, reduce-on-plateau). The "
+            "exported model outputs the softmax and this embedding, which the gallery compares. ")
+
+
 def _block_row(name: str, soft: dict, gal: dict | None) -> str:
     g = f" | {_pct(gal['with_rejection'])}" if gal else ""
     return f"| {name} (n={soft['n']}) | {_pct(soft['top1'])} | {_pct(soft['with_rejection'])}{g} |"
@@ -226,8 +239,9 @@ def _gallery_section(model_dir: Path) -> list[str]:
     cal, cf, en, ref = r["calibration"], r["unknown_rejection_crossfit"], r["enrolment"], r["references"]
     meta_file = model_dir / "metadata.json"
     metric = meta_file.is_file() and "embedding_output" in json.loads(meta_file.read_text())
-    embedding = ("a 256-d projection of the pooled features, L2-normalised, trained end to end with the network "
-                 "by a CosFace loss beside the softmax (`train-classifier --metric-dim 256`)" if metric else
+    dim = (json.loads(meta_file.read_text()).get("metric") or {}).get("dim") if metric else None
+    embedding = (f"a {dim}-d projection of the pooled features, L2-normalised, trained end to end with the network "
+                 f"by a CosFace loss beside the softmax (`train-classifier --metric-dim {dim}`)" if metric else
                  "the pooled 1280-d features under the softmax, L2-normalised")
     lines = [
         "## Gallery (verification, open set, enrolment)", "",
@@ -249,15 +263,18 @@ def _gallery_section(model_dir: Path) -> list[str]:
         "known rejected.", "",
     ]
     if r.get("width_bands"):
-        lines += ["The threshold depends on the crop's width: small, blurry badges of known brands score lower than "
-                  "sharp ones, so each width band has the threshold that rejects "
-                  f"{_pct(cal['max_known_rejection'])} of the known validation crops of that width (no unknown photo "
-                  f"tunes it; a band with fewer than {MIN_BAND_CROPS} validation crops keeps the threshold above):", "",
-                  "| crop width | threshold | validation crops |", "|---|---|---|"]
+        lines += ["The threshold depends on the badge crop's width (the badge box plus the 15 % margin, as the "
+                  "classifier gets it): small, blurry badges of known brands score lower than sharp ones, so each "
+                  "width band has the threshold that rejects "
+                  f"{_pct(cal['max_known_rejection'])} of the known validation badge crops of that width (no unknown "
+                  f"photo tunes it; a band with fewer than {MIN_BAND_CROPS} validation crops keeps the threshold above, "
+                  "which also judges whole photos, e.g. close-ups, that have no badge box):", "",
+                  "| crop width | threshold | validation badge crops |", "|---|---|---|"]
         bands = r["width_bands"]
         for i, b in enumerate(bands):
-            upper = f"-{bands[i + 1]['from_px']} px" if i + 1 < len(bands) else " px and wider"
-            lines.append(f"| {b['from_px']}{upper} | {b['threshold']:.3f} | {b['val_crops']} |")
+            span = (f"{b['from_px']}-{bands[i + 1]['from_px'] - 1} px" if i + 1 < len(bands)
+                    else f"{b['from_px']} px and wider")
+            lines.append(f"| {span} | {b['threshold']:.3f} | {b['val_crops']} |")
         lines.append("")
     lines += [
         "| measure (real photos) | value | issue-11 target |", "|---|---|---|",

@@ -40,10 +40,11 @@ ROAD_SHARE = 0.75  # of a brand's references taken from street and close-up crop
 MAX_KNOWN_REJECTION = 0.04  # validation target (test target: <= 5 %)
 ENROL_SHOTS = 10
 MIN_ENROL_PHOTOS = 12  # a held-out brand needs this many photos to be enrolled and still tested
-# crop-width bands (px, the crop as the classifier gets it) with a threshold each; a band with
-# fewer validation crops than MIN_BAND_CROPS keeps the global threshold
-WIDTH_BANDS = (0, 20, 28, 40, 64, 100)
-MIN_BAND_CROPS = 25
+# crop-width bands (px: the badge box plus its margin, as the classifier gets it) with a
+# threshold each, calibrated on badge crops cut from photos (whole web / close-up photos have no
+# badge width); a band with fewer validation crops than MIN_BAND_CROPS keeps the global threshold
+WIDTH_BANDS = (0, 20, 28, 40)
+MIN_BAND_CROPS = 60
 
 
 def choose_references(records: list[Record], classes: list[str], per_brand: int, seed: int) -> list[Record]:
@@ -65,13 +66,19 @@ def choose_references(records: list[Record], classes: list[str], per_brand: int,
 
 
 def embed_records(clf: BrandClassifier, shared: Path, records: list[Record]) -> tuple[np.ndarray, np.ndarray]:
-    """(embeddings, crop widths in px) of the records' crops, as the classifier gets them."""
+    """(embeddings, crop widths in px) of the records' crops, as the classifier gets them; the
+    width is -1 for whole photos (no badge box), which the global threshold judges."""
     feats, widths = [], []
     for start in range(0, len(records), 256):
-        crops = [load_record_image(shared, r) for r in records[start:start + 256]]
+        batch = records[start:start + 256]
+        crops = [load_record_image(shared, r) for r in batch]
         feats.append(clf.embed(crops))
-        widths += [c.shape[1] for c in crops]
+        widths += [c.shape[1] if r.box is not None else -1 for r, c in zip(batch, crops)]
     return (np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)), np.asarray(widths, np.int64)
+
+
+def _widths(w: np.ndarray) -> list:
+    return [int(x) if x >= 0 else None for x in w]
 
 
 def best_scores(gallery: Gallery, emb: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -82,7 +89,7 @@ def best_scores(gallery: Gallery, emb: np.ndarray) -> tuple[np.ndarray, list[str
 def band_thresholds(known_best: np.ndarray, widths: np.ndarray, fallback: float,
                     max_known: float = MAX_KNOWN_REJECTION) -> list[tuple[int, float]]:
     """Per width band, the score below which `max_known` of the known validation crops of that
-    width fall; bands with too few crops keep `fallback`."""
+    width fall; bands with too few crops keep `fallback`. Widths of -1 (whole photos) are in no band."""
     edges = list(WIDTH_BANDS) + [10 ** 9]
     out = []
     for lo, hi in zip(edges[:-1], edges[1:]):
@@ -145,8 +152,10 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
         vb, vp = best_scores(g, e_val)
         ub, _ = best_scores(g, e_unseen)
         t = choose_threshold(vb, ub)
-        score = (_accuracy(val_truth, [p if s >= t else UNKNOWN_BRAND for p, s in zip(vp, vb)])
-                 + float(np.mean(ub < t))) / 2
+        g.threshold, g.size_thresholds = t, band_thresholds(vb, w_val, t)  # judged as it would ship
+        v_limit, u_limit = g.thresholds_for(_widths(w_val)), g.thresholds_for(_widths(w_unseen))
+        score = (_accuracy(val_truth, [p if s >= lim else UNKNOWN_BRAND for p, s, lim in zip(vp, vb, v_limit)])
+                 + float(np.mean(ub < u_limit))) / 2
         if not choice or score > max(choice.values()):
             base, val_best, val_pred, unseen_best, threshold = g, vb, vp, ub, t
         choice["prototype" if rule == "prototype" else str(k)] = score
@@ -156,10 +165,11 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
     # fallback for sparse bands and for crops of unknown width (enrolment queries by embedding).
     bands = band_thresholds(val_best, w_val, threshold)
     base.threshold, base.size_thresholds = threshold, bands
-    unseen_limit = base.thresholds_for(list(w_unseen))
+    unseen_limit = base.thresholds_for(_widths(w_unseen))
 
-    # Cross-fitted unknown rejection: two folds of unseen brands, each judged by the threshold
-    # calibrated on the other (the bands use no unknown photo; their sparse-band fallback does).
+    # Cross-fitted unknown rejection: two folds of unseen brands, each judged by the global
+    # threshold calibrated on the other fold (it judges whole photos and sparse bands; the
+    # bands themselves use no unknown photo).
     rng = np.random.default_rng(seed)
     order = list(unseen_brands)
     rng.shuffle(order)
@@ -173,17 +183,17 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
         g_k = base.copy()
         g_k.threshold, g_k.size_thresholds = t_k, band_thresholds(val_best, w_val, t_k)
         judged = np.isin(brand_of, list(fold))
-        rej = unseen_best[judged] < g_k.thresholds_for(list(w_unseen[judged]))
+        rej = unseen_best[judged] < g_k.thresholds_for(_widths(w_unseen[judged]))
         rejected_total += int(rej.sum())
         crossfit[f"fold{k}"] = {"brands": sorted(fold), "threshold": t_k, "images": int(judged.sum()),
                                 "rejected": round(float(rej.mean()), 4) if judged.any() else None}
     per_brand_rej = {b: round(float(np.mean(unseen_best[brand_of == b] < unseen_limit[brand_of == b])), 4)
                      for b in unseen_brands}
-    val_limit = base.thresholds_for(list(w_val))
+    val_limit = base.thresholds_for(_widths(w_val))
 
     # Known brands on test, with the gallery decision.
     test_best, test_pred = best_scores(base, e_test)
-    test_limit = base.thresholds_for(list(w_test))
+    test_limit = base.thresholds_for(_widths(w_test))
     truth = [r.brand for r in test]
     decided = [p if s >= t else UNKNOWN_BRAND for p, s, t in zip(test_pred, test_best, test_limit)]
     known_metrics = _known_metrics(test, truth, test_pred, decided, test_best, test_limit)
@@ -201,12 +211,12 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
         queries[b] = idx[ENROL_SHOTS:]
     q_truth, q_pred = [], []
     for b, idx in queries.items():
-        preds = enrolled.match(e_unseen[idx], widths=list(w_unseen[idx]))
+        preds = enrolled.match(e_unseen[idx], widths=_widths(w_unseen[idx]))
         q_truth += [b] * len(idx)
         q_pred += [p.brand for p in preds]
         enrol_rows[b] = {"enrolled": ENROL_SHOTS, "queried": int(len(idx)),
                          "top1": round(_accuracy([b] * len(idx), [p.brand for p in preds]), 4)}
-    after = [p.brand for p in enrolled.match(e_test, widths=list(w_test))]
+    after = [p.brand for p in enrolled.match(e_test, widths=_widths(w_test))]
     enrolment = {
         "shots": ENROL_SHOTS, "brands": enrol_rows,
         "top1_on_remaining_photos": round(_accuracy(q_truth, q_pred), 4), "photos": len(q_truth),
@@ -230,6 +240,9 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
         "threshold": threshold,
         "width_bands": [{"from_px": lo, "threshold": t, "val_crops": int(np.sum(
             (w_val >= lo) & (w_val < (WIDTH_BANDS + (10 ** 9,))[i + 1])))} for i, (lo, t) in enumerate(bands)],
+        "width_band_crops": {"val_badge_crops": int(np.sum(w_val >= 0)), "val_whole_photos": int(np.sum(w_val < 0)),
+                             "unknown_badge_crops": int(np.sum(w_unseen >= 0)),
+                             "unknown_whole_photos": int(np.sum(w_unseen < 0))},
         "top_k": base.top_k,
         "scoring": base.scoring,
         "top_k_choice_on_val": {k: round(v, 4) for k, v in choice.items()},

@@ -31,6 +31,32 @@ log = logging.getLogger("stream_pipeline.classifier")
 CKPT_SUBDIR = "metric"
 
 
+def checkpoint_files(ckpt_dir: Path, size: int, dim: int) -> tuple[Path, Path]:
+    """(best weights, CSV log) of the metric stage at this input size and embedding size."""
+    return ckpt_dir / f"e2e{size}_d{dim}_best.weights.h5", ckpt_dir / f"e2e{size}_d{dim}_log.csv"
+
+
+def settings_file(ckpt_dir: Path, size: int, dim: int) -> Path:
+    return ckpt_dir / f"e2e{size}_d{dim}_settings.json"
+
+
+def _load_metric_classifier(export, path: Path, labels: list[str]) -> bool:
+    """Copy a saved metric-trained classifier (softmax + embedding, same labels and embedding
+    size) into `export` whole, projection included; False when it is not one."""
+    import keras
+
+    if not path.is_file():
+        raise UserError(f"--init-from: no such model file: {path}")
+    saved = keras.saving.load_model(str(path), compile=False)
+    meta = path.parent / "metadata.json"
+    saved_labels = json.loads(meta.read_text()).get("labels") if meta.is_file() else None
+    old, new = saved.get_weights(), export.get_weights()
+    if len(saved.outputs) != 2 or saved_labels != labels or [a.shape for a in old] != [b.shape for b in new]:
+        return False
+    export.set_weights(old)
+    return True
+
+
 def build_metric_model(n_labels: int, size: int, dim: int, weights: str | None = None):
     """(training model: softmax + cosine-to-centre outputs, export model: softmax + embedding,
     the plain softmax model, the backbone); all share the same layers."""
@@ -95,14 +121,15 @@ def train_metric_end_to_end(shared: Path, init_from: Path | None, size: int = 16
     n = len(labels)
     ckpt_dir = train.WORK_DIR / CKPT_SUBDIR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    best = ckpt_dir / f"e2e{size}_best.weights.h5"
-    model, _export, full, base = build_metric_model(n, size, dim, str(shared / train.MOBILENET_WEIGHTS))
+    best, csv_log = checkpoint_files(ckpt_dir, size, dim)
+    model, export, full, base = build_metric_model(n, size, dim, str(shared / train.MOBILENET_WEIGHTS))
     resuming = best.is_file()
     if resuming:
         model.load_weights(best)
         log.info("resuming the metric stage from %s", best)
     elif init_from is not None:
-        train._load_saved_classifier(full, Path(init_from), labels)
+        if not _load_metric_classifier(export, Path(init_from), labels):
+            train._load_saved_classifier(full, Path(init_from), labels)
         log.info("metric stage at %d px starts from %s", size, init_from)
     else:
         raise UserError("--metric-dim needs --init-from MODEL.keras (a trained brand classifier) to start from")
@@ -121,7 +148,7 @@ def train_metric_end_to_end(shared: Path, init_from: Path | None, size: int = 16
 
     hist: dict = {}
     t0 = time.time()
-    views_seed = seed + 11 + train.epochs_logged(ckpt_dir / f"e2e{size}_log.csv")
+    views_seed = seed + 11 + train.epochs_logged(csv_log)
     with train.BackgroundBatches(shared, model_dir, size, views_seed) as batches:
         if not resuming and warmup_epochs:
             base.trainable = False
@@ -146,15 +173,14 @@ def train_metric_end_to_end(shared: Path, init_from: Path | None, size: int = 16
                                                save_weights_only=True, initial_value_threshold=float(start["loss"])),
                keras.callbacks.EarlyStopping(monitor="val_loss", patience=10),
                keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=plateau_patience),
-               keras.callbacks.CSVLogger(str(ckpt_dir / f"e2e{size}_log.csv"), append=True),
+               keras.callbacks.CSVLogger(str(csv_log), append=True),
                train.TimeBudget.make(budget_s)]
         hist = train.fit_from_batches(model, batches, n, epochs, steps_per_epoch, validation, cbs, targets=targets)
     hist["seconds"] = time.time() - t0
-    (ckpt_dir / f"e2e{size}_done.json").write_text(json.dumps(hist))
-    (ckpt_dir / "settings.json").write_text(json.dumps(
+    (ckpt_dir / f"e2e{size}_d{dim}_done.json").write_text(json.dumps(hist))
+    settings_file(ckpt_dir, size, dim).write_text(json.dumps(
         {"dim": dim, "scale": scale, "margin": margin, "metric_weight": metric_weight, "size": size,
-         "open_set": open_set,
-         "init_from": str(init_from) if init_from else None}))
+         "open_set": open_set, "init_from": str(init_from) if init_from else None}))
     return finalize_metric(shared, size=size, dim=dim, threads=threads, model_dir=model_dir, seed=seed)
 
 
@@ -168,18 +194,18 @@ def finalize_metric(shared: Path, size: int = 160, dim: int = 256, threads: int 
     records, info = train.load_dataset_info(model_dir)
     labels = list(info["classes"]) + [OTHER_CLASS]
     ckpt_dir = train.WORK_DIR / CKPT_SUBDIR
-    best = ckpt_dir / f"e2e{size}_best.weights.h5"
+    best, log_file = checkpoint_files(ckpt_dir, size, dim)
     if not best.is_file():
         raise UserError(f"no metric checkpoint at {size} px: {best} (train first, or pass the right --e2e-size)")
     model, export, full, _base = build_metric_model(len(labels), size, dim)
     model.load_weights(best)
     history: dict[str, list] = {}
-    log_file = ckpt_dir / f"e2e{size}_log.csv"
     if log_file.is_file():
         with open(log_file, newline="") as fh:
             for row in csv.DictReader(fh):
-                for key, col in (("loss", "loss"), ("accuracy", "brand_accuracy"), ("val_loss", "val_loss"),
-                                 ("val_accuracy", "val_brand_accuracy")):
+                # the softmax's own loss, comparable with the earlier stages' curves
+                for key, col in (("loss", "brand_loss"), ("accuracy", "brand_accuracy"),
+                                 ("val_loss", "val_brand_loss"), ("val_accuracy", "val_brand_accuracy")):
                     if col in row:
                         history.setdefault(key, []).append(float(row[col]))
                 history.setdefault("stage", []).append(f"metric {size}px")
@@ -187,6 +213,8 @@ def finalize_metric(shared: Path, size: int = 160, dim: int = 256, threads: int 
                                         export_model=export)
     metadata["architecture"] = (f"MobileNetV2 1.0 (ImageNet) + GAP + dropout 0.3 + dense softmax; embedding: "
                                 f"{dim}-d projection of the pooled features, L2-normalised (CosFace-trained)")
-    metadata["embedding_output"] = 1
+    settings = settings_file(ckpt_dir, size, dim)
+    metadata["metric"] = json.loads(settings.read_text()) if settings.is_file() else {"dim": dim}
+    metadata["embedding_output"] = 1  # output index of the embedding (the runtime checks it)
     (model_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
     return metadata

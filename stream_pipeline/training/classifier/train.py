@@ -812,6 +812,8 @@ def _load_saved_classifier(full, path: Path, labels: list[str]) -> None:
     if not path.is_file():
         raise UserError(f"--init-from: no such model file: {path}")
     saved = keras.saving.load_model(str(path), compile=False)
+    if len(saved.outputs) > 1:  # a metric-trained classifier: (softmax, embedding); take the softmax part
+        saved = keras.Model(saved.inputs, saved.outputs[0])
     meta = path.parent / "metadata.json"
     saved_labels = json.loads(meta.read_text()).get("labels") if meta.is_file() else labels
     if saved_labels == labels:
