@@ -31,7 +31,7 @@ import numpy as np
 from stream_pipeline.brands.classifier import BrandClassifier
 from stream_pipeline.brands.gallery import GALLERY_NAME, Gallery
 from stream_pipeline.core.types import UNKNOWN_BRAND
-from stream_pipeline.training.classifier.dataset import Record, load_record_image
+from stream_pipeline.training.classifier.dataset import MIN_SIDE_PX, Record, load_record_image
 
 log = logging.getLogger("stream_pipeline.classifier")
 
@@ -199,16 +199,20 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
     known_metrics = _known_metrics(test, truth, test_pred, decided, test_best, test_limit)
 
     # Enrolment: each held-out brand with enough photos, ENROL_SHOTS photos enrolled, rest queried.
+    # The shots are photos `enroll` would take (it skips images under MIN_SIDE_PX a side as tiny);
+    # every other photo, tiny ones included, is a query.
+    enrollable = np.array([min(load_record_image(shared, r).shape[:2]) >= MIN_SIDE_PX for r in unseen], bool)
     enrolled = base.copy()
     queries: dict[str, np.ndarray] = {}
     enrol_rows = {}
     for b in unseen_brands:
         idx = np.nonzero(brand_of == b)[0]
-        if len(idx) < MIN_ENROL_PHOTOS:
+        if len(idx) < MIN_ENROL_PHOTOS or enrollable[idx].sum() < ENROL_SHOTS:
             continue
         idx = rng.permutation(idx)
-        enrolled.add(b, e_unseen[idx[:ENROL_SHOTS]])
-        queries[b] = idx[ENROL_SHOTS:]
+        shots = idx[enrollable[idx]][:ENROL_SHOTS]
+        enrolled.add(b, e_unseen[shots])
+        queries[b] = np.setdiff1d(idx, shots)
     q_truth, q_pred = [], []
     for b, idx in queries.items():
         preds = enrolled.match(e_unseen[idx], widths=_widths(w_unseen[idx]))
@@ -218,7 +222,7 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
                          "top1": round(_accuracy([b] * len(idx), [p.brand for p in preds]), 4)}
     after = [p.brand for p in enrolled.match(e_test, widths=_widths(w_test))]
     enrolment = {
-        "shots": ENROL_SHOTS, "brands": enrol_rows,
+        "shots": ENROL_SHOTS, "shot_min_side_px": MIN_SIDE_PX, "brands": enrol_rows,
         "top1_on_remaining_photos": round(_accuracy(q_truth, q_pred), 4), "photos": len(q_truth),
         "known_test_accuracy_before": round(_accuracy(truth, decided), 4),
         "known_test_accuracy_after": round(_accuracy(truth, after), 4),
