@@ -202,7 +202,10 @@ class BrandClassifier:
                 feats.append(np.asarray(result[self._compiled.outputs[1]], np.float32))
         return np.concatenate(probs, axis=0), np.concatenate(feats, axis=0)
 
-    def classify(self, crops: Sequence[np.ndarray]) -> list[BrandPrediction]:
+    def classify(self, crops: Sequence[np.ndarray], widths: Sequence[int | None] | None = None) -> list[BrandPrediction]:
+        """widths: per crop, the width the gallery's threshold bands judge it by (None: a whole
+        photo, judged by the global threshold). By default each crop's own width: badge crops cut
+        from a frame, as the pipeline sends them."""
         if len(crops) == 0:
             return []
         probs, feats = self.infer(crops)
@@ -215,7 +218,9 @@ class BrandClassifier:
         # nearest-reference 86.6 % on the test split).
         trained = set(self.labels)
         out = []
-        for soft, near in zip(softmax, self.gallery.match(feats, widths=[c.shape[1] for c in crops])):
+        if widths is None:
+            widths = [c.shape[1] for c in crops]
+        for soft, near in zip(softmax, self.gallery.match(feats, widths=widths)):
             if near.brand == UNKNOWN_BRAND or near.brand not in trained:
                 out.append(near)
             else:

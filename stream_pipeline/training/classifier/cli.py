@@ -87,7 +87,8 @@ def _cmd_train(args) -> int:
                 shared, Path(args.init_from) if args.init_from else None, size=args.e2e_size, dim=args.metric_dim,
                 epochs=args.e2e_epochs, steps_per_epoch=args.e2e_steps, seed=args.seed, threads=args.threads,
                 model_dir=_model_dir(args), lr=args.e2e_lr, plateau_patience=args.plateau_patience,
-                budget_s=args.e2e_budget_min * 60 if args.e2e_budget_min else None, open_set=args.metric_open_set)
+                budget_s=args.e2e_budget_min * 60 if args.e2e_budget_min else None, open_set=args.metric_open_set,
+                margin=args.metric_margin, metric_weight=args.metric_weight)
     elif args.ship_only:
         if args.arch != "mobilenet":
             raise UserError("--ship-only applies to --arch mobilenet")
@@ -167,7 +168,9 @@ def _cmd_classify(args) -> int:
             continue
         images.append(img)
         paths.append(p)
-    for path, pred in zip(paths, clf.classify(images)):
+    # an image file is judged as a whole photo (the gallery's global threshold): its width says
+    # nothing of the badge's size, unlike a badge crop cut from a frame
+    for path, pred in zip(paths, clf.classify(images, widths=[None] * len(images))):
         if args.json:
             print(json.dumps({"path": path, "brand": pred.brand, "confidence": round(pred.confidence, 4),
                               "top": [[s.brand, round(s.probability, 4)] for s in pred.top]}))
@@ -233,6 +236,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--metric-dim", type=int, default=0, metavar="D",
                    help="metric-learning end-to-end stage instead: a D-d CosFace embedding trained beside the "
                         "softmax, from --init-from (the gallery then compares that embedding)")
+    p.add_argument("--metric-margin", type=float, default=0.25, help="with --metric-dim: CosFace cosine margin")
+    p.add_argument("--metric-weight", type=float, default=0.5, help="with --metric-dim: CosFace loss weight (softmax: 1)")
     p.add_argument("--metric-open-set", action="store_true",
                    help="with --metric-dim: `other` views pushed equally far from every brand centre (entropic open-set loss)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for TensorFlow")

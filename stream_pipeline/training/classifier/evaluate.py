@@ -176,7 +176,9 @@ def evaluate(shared: Path, arch: str = "mobilenet", model_dir: Path | None = Non
         clf.use_gallery(gallery)  # checks it was embedded by this model
         # the unknown-brand figures below stay the softmax's: the shipped gallery has the held-out
         # brands enrolled; its own rejection is cross-fitted in gallery_report.json
-        gp = clf.classify(crops)  # the runtime decision (gallery + softmax)
+        # the runtime decision (gallery + softmax); badge crops are judged by their width band as
+        # in the pipeline, whole photos by the global threshold as `classify` does
+        gp = clf.classify(crops, widths=[c.shape[1] if r.box is not None else None for r, c in zip(test, crops)])
         clf.gallery = None
         by_gallery = {"nearest": [p.top[0].brand for p in gp], "decided": [p.brand for p in gp]}
 
