@@ -83,11 +83,12 @@ def test_a_wide_crop_must_score_higher_than_a_small_one():
 
 def test_width_bands_and_scoring_survive_save_load_and_copy(tmp_path):
     g = Gallery(_unit([1, 0]), np.array(["audi"], object), np.array(["train"], object), 0.5, "x",
-                size_thresholds=[(0, 0.55), (40, 0.7)], scoring="prototype")
+                size_thresholds=[(0, 0.55), (40, 0.7)], scoring="prototype", names_trained_by="gallery")
     g.save(tmp_path / "g.npz")
     back = Gallery.load(tmp_path / "g.npz")
     assert back.size_thresholds == [(0, 0.55), (40, 0.7)] and back.copy().size_thresholds == back.size_thresholds
     assert back.scoring == "prototype" and back.copy().scoring == "prototype"
+    assert back.names_trained_by == "gallery" and back.copy().names_trained_by == "gallery"
     assert list(back.thresholds_for([10, 40, None])) == pytest.approx([0.55, 0.7, 0.5])
 
 
@@ -240,3 +241,32 @@ def test_classify_judges_each_crop_by_its_own_width(tmp_path, shared):
     narrow, wide = cv2.resize(photo, (60, 150)), cv2.resize(photo, (150, 60))  # (width, height)
     brands = [p.brand for p in clf.classify([narrow, wide])]
     assert brands[0] != UNKNOWN_BRAND and brands[1] == UNKNOWN_BRAND, brands
+
+
+def test_trained_brands_are_named_by_whichever_the_gallery_says(shared):
+    # the same real badge crops: named by the gallery's nearest brand, or by the softmax's top
+    # brand, as the gallery file says (build-gallery chooses on validation)
+    from stream_pipeline.brands.classifier import BrandClassifier
+
+    from stream_pipeline.training.classifier.dataset import load_record_image
+    from stream_pipeline.training.classifier.train import load_dataset_info
+
+    records, _info = load_dataset_info()
+    street = [r for r in records if r.split == "test" and r.domain == "street" and r.brand != "other"][:200]
+    crops = [load_record_image(shared, r) for r in street]
+    clf = BrandClassifier.load()
+    gallery = Gallery.load(SHIPPED)
+    _probs, feats = clf.infer(crops)
+    widths = [c.shape[1] for c in crops]
+    nearest = [p.brand for p in gallery.match(feats, widths=widths)]
+    softmax_top = [p.top[0].brand for p in clf.classify(crops)] if clf.gallery is None else None
+    for namer in ("gallery", "softmax"):
+        gallery.names_trained_by = namer
+        clf.use_gallery(gallery)
+        got = [p.brand for p in clf.classify(crops)]
+        for brand, near, soft in zip(got, nearest, softmax_top):
+            if near == UNKNOWN_BRAND or near not in clf.labels:
+                assert brand == near
+            else:
+                assert brand == (near if namer == "gallery" else soft)
+    assert any(n != s for n, s in zip(nearest, softmax_top) if n in clf.labels), "no crop where the two differ"

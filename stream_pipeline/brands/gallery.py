@@ -38,6 +38,7 @@ from stream_pipeline.core.types import UNKNOWN_BRAND, BrandPrediction, BrandScor
 GALLERY_NAME = "gallery.npz"
 TOP_K_REFS = 3  # a brand's score averages its 3 closest references: one odd reference can't win alone
 SCORINGS = ("nearest", "prototype")
+NAMERS = ("softmax", "gallery")
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
@@ -79,10 +80,15 @@ class Gallery:
     # [(smallest crop width in px, threshold), ...] ascending; empty: `threshold` for every crop
     size_thresholds: list = field(default_factory=list)
     scoring: str = "nearest"  # or "prototype": similarity to the mean of a brand's references
+    # who names a badge the gallery finds to be a trained brand: the classifier's "softmax" or the
+    # "gallery" itself (build-gallery picks the one more accurate on validation)
+    names_trained_by: str = "softmax"
 
     def __post_init__(self):
         if self.scoring not in SCORINGS:
             raise ValueError(f"gallery scoring {self.scoring!r}: expected one of {', '.join(SCORINGS)}")
+        if self.names_trained_by not in NAMERS:
+            raise ValueError(f"gallery names_trained_by {self.names_trained_by!r}: expected one of {', '.join(NAMERS)}")
         self.size_thresholds = sorted((int(w), float(t)) for w, t in self.size_thresholds)
         if self.keys is None:
             self.keys = np.asarray([""] * len(self.brands), dtype=object)
@@ -124,7 +130,7 @@ class Gallery:
                            str(meta["model_digest"]), meta.get("info", {}),
                            np.asarray(data["keys"]).astype(object), int(meta.get("top_k", TOP_K_REFS)),
                            [(int(w), float(t)) for w, t in meta.get("size_thresholds", [])],
-                           str(meta.get("scoring", "nearest")))
+                           str(meta.get("scoring", "nearest")), str(meta.get("names_trained_by", "softmax")))
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"brand gallery unreadable: {path}: {exc}") from exc
 
@@ -134,7 +140,7 @@ class Gallery:
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = json.dumps({"threshold": self.threshold, "model_digest": self.model_digest, "top_k": self.top_k,
                            "size_thresholds": [list(band) for band in self.size_thresholds],
-                           "scoring": self.scoring, "info": self.info})
+                           "scoring": self.scoring, "names_trained_by": self.names_trained_by, "info": self.info})
         fd, tmp = tempfile.mkstemp(prefix=".gallery-", suffix=".npz", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -181,7 +187,7 @@ class Gallery:
     def copy(self) -> "Gallery":
         return Gallery(self.embeddings.copy(), self.brands.copy(), self.origins.copy(), self.threshold,
                        self.model_digest, dict(self.info), self.keys.copy(), self.top_k, list(self.size_thresholds),
-                       self.scoring)
+                       self.scoring, self.names_trained_by)
 
     def thresholds_for(self, widths) -> np.ndarray:
         """Threshold per crop width in px (`threshold` for a width of None)."""

@@ -247,16 +247,21 @@ def _gallery_section(model_dir: Path) -> list[str]:
         "## Gallery (verification, open set, enrolment)", "",
         f"Each badge crop's embedding ({embedding}) is compared with "
         f"reference embeddings of every brand: {ref['trained_references']} real training crops of the "
-        f"{ref['trained_brands']} trained brands ({ref['per_brand']} per brand, {int(100 * ref['road_share'])} % street / "
-        f"close-up where a brand has them) plus every photo of the {len(ref['enrolled_brands'])} held-out brands "
+        f"{ref['trained_brands']} trained brands ("
+        + ("every training crop" if ref["per_brand"] is None else
+           f"{ref['per_brand']} per brand, {int(100 * ref['road_share'])} % street / close-up where a brand has them")
+        + f") plus every photo of the {len(ref['enrolled_brands'])} held-out brands "
         f"({', '.join(ref['enrolled_brands'])}), enrolled as `stream-pipeline enroll` does: {ref['total_references']} "
         "references. " + (
             "A brand's score is the cosine similarity to its prototype, the mean of its references (so a brand "
-            "enrolled from 10 photos competes on equal terms with one that has 40)"
+            "enrolled from 10 photos competes on equal terms with brands that have hundreds of references)"
             if r.get("scoring") == "prototype" else
             f"A brand's score is the mean cosine similarity of its {r['top_k']} closest reference(s)") +
         f" (rules scored on validation: {r['top_k_choice_on_val']}). Below the threshold {r['threshold']:.3f} the badge is "
-        "`unknown`; otherwise an enrolled brand is named by the gallery and a trained brand by the softmax.", "",
+        "`unknown`; otherwise an enrolled brand is named by the gallery and a trained brand by "
+        + (f"the {r['names_trained_by']}, the more accurate of the two on validation "
+           f"(top-1 {', '.join(f'{k} {_pct(v)}' for k, v in r['names_trained_by_val_top1'].items())})."
+           if "names_trained_by" in r else "the softmax."), "",
         f"Threshold: calibrated on real photos only, the {cal['val_known_crops']} validation crops of known brands "
         f"(at most {_pct(cal['max_known_rejection'])} rejected: {_pct(cal['val_known_rejected'])}) and the "
         f"{cal['unknown_photos']} photos of the brands kept out of training, maximising unknown rejected minus "

@@ -266,7 +266,8 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=_cmd_classify)
 
     p = subparsers.add_parser("build-gallery", help="build and calibrate the brand gallery of a trained classifier")
-    p.add_argument("--per-brand", type=int, default=40, help="reference crops per trained brand")
+    p.add_argument("--per-brand", type=int, default=None,
+                   help="reference crops per trained brand (default: every training crop)")
     p.add_argument("--top-k", type=int, default=None, help="references averaged per brand score (default: chosen on val)")
     p.add_argument("--scoring", choices=["nearest", "prototype"], default=None,
                    help="a brand's score: its nearest references, or the mean of its references (default: chosen on val)")
