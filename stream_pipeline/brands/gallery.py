@@ -1,11 +1,12 @@
 """Brand gallery: reference embeddings per brand, and verification against them.
 
 The original study framed brand identification as verification: compare a badge's features with
-reference models, then decide. A badge crop's embedding (the classifier's pooled features,
-L2-normalised) is compared with every brand's references; the brand's score is the mean cosine
-similarity of its `TOP_K_REFS` closest references (or, `scoring="prototype"`, the similarity to
-the mean of its references: a brand enrolled from 10 photos then competes on equal terms with a
-brand that has 40), the nearest brand wins, and a badge whose best score is below the gallery's
+reference models, then decide. A badge crop's embedding (the classifier's embedding output, or
+its pooled features for models without one; L2-normalised) is compared with every brand's
+references; the brand's score is the mean cosine similarity of its `TOP_K_REFS` closest
+references (or, `scoring="prototype"`, the similarity to the mean of its references: a brand
+enrolled from 10 photos then competes on equal terms with brands that have hundreds), the nearest
+brand wins, and a badge whose best score is below the gallery's
 threshold is `unknown`. The threshold is calibrated on real photos
 of brands kept out of training, so "unknown" means "like nothing in the gallery", not "like the
 catalogue renders the softmax was taught to reject".
@@ -190,12 +191,12 @@ class Gallery:
                        self.scoring, self.names_trained_by)
 
     def thresholds_for(self, widths) -> np.ndarray:
-        """Threshold per crop width in px (`threshold` for a width of None)."""
-        out = np.full(len(widths), self.threshold, np.float32)
-        for i, w in enumerate(widths):
-            for smallest, t in self.size_thresholds:
-                if w is not None and w >= smallest:
-                    out[i] = t
+        """Threshold per crop width in px (`threshold` for a width of None or below 0: a whole
+        photo, no badge width)."""
+        w = np.array([-1 if x is None else x for x in widths], np.int64)
+        out = np.full(len(w), self.threshold, np.float32)
+        for smallest, t in self.size_thresholds:  # ascending: the widest band that fits wins
+            out[(w >= 0) & (w >= smallest)] = t
         return out
 
     # ------------------------------------------------------------------ matching

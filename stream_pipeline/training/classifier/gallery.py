@@ -26,6 +26,7 @@ import logging
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -68,20 +69,32 @@ def choose_references(records: list[Record], classes: list[str], per_brand: int 
     return out
 
 
-def embed_records(clf: BrandClassifier, shared: Path, records: list[Record]) -> tuple[np.ndarray, np.ndarray]:
-    """(embeddings, crop widths in px) of the records' crops, as the classifier gets them; the
-    width is -1 for whole photos (no badge box), which the global threshold judges."""
-    feats, widths = [], []
+class Embedded(NamedTuple):
+    """What build-gallery needs of each record's crop, from one read and one inference."""
+
+    emb: np.ndarray  # (N, D) L2-normalised embeddings
+    probs: np.ndarray  # (N, labels) softmax
+    widths: np.ndarray  # crop width in px, -1 for whole photos (no badge box: the global threshold)
+    min_sides: np.ndarray  # the crop's shorter side in px (enroll skips images under MIN_SIDE_PX)
+
+
+def embed_records(clf: BrandClassifier, shared: Path, records: list[Record]) -> Embedded:
+    from stream_pipeline.brands.gallery import normalise
+
+    feats, probs, widths, sides = [], [], [], []
     for start in range(0, len(records), 256):
         batch = records[start:start + 256]
         crops = [load_record_image(shared, r) for r in batch]
-        feats.append(clf.embed(crops))
+        p, f = clf.infer(crops)
+        probs.append(p)
+        feats.append(normalise(f))
         widths += [c.shape[1] if r.box is not None else -1 for r, c in zip(batch, crops)]
-    return (np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)), np.asarray(widths, np.int64)
-
-
-def _widths(w: np.ndarray) -> list:
-    return [int(x) if x >= 0 else None for x in w]
+        sides += [min(c.shape[:2]) for c in crops]
+    if not feats:
+        return Embedded(np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32), np.zeros(0, np.int64),
+                        np.zeros(0, np.int64))
+    return Embedded(np.concatenate(feats), np.concatenate(probs), np.asarray(widths, np.int64),
+                    np.asarray(sides, np.int64))
 
 
 def best_scores(gallery: Gallery, emb: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -138,8 +151,11 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
     unseen = [r for r in records if r.split == "unseen"]
     log.info("embedding %d references, %d val, %d test, %d unseen-brand photos", len(refs), len(val), len(test),
              len(unseen))
-    (e_ref, _), (e_val, w_val), (e_test, w_test), (e_unseen, w_unseen) = (
-        embed_records(clf, shared, x) for x in (refs, val, test, unseen))
+    ref_set, val_set, test_set, unseen_set = (embed_records(clf, shared, x) for x in (refs, val, test, unseen))
+    e_ref = ref_set.emb
+    e_val, w_val = val_set.emb, val_set.widths
+    e_test, w_test = test_set.emb, test_set.widths
+    e_unseen, w_unseen = unseen_set.emb, unseen_set.widths
     val_truth = [r.brand for r in val]
     choice = {}
     if scoring == "prototype":
@@ -156,7 +172,7 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
         ub, _ = best_scores(g, e_unseen)
         t = choose_threshold(vb, ub)
         g.threshold, g.size_thresholds = t, band_thresholds(vb, w_val, t)  # judged as it would ship
-        v_limit, u_limit = g.thresholds_for(_widths(w_val)), g.thresholds_for(_widths(w_unseen))
+        v_limit, u_limit = g.thresholds_for(w_val), g.thresholds_for(w_unseen)
         score = (_accuracy(val_truth, [p if s >= lim else UNKNOWN_BRAND for p, s, lim in zip(vp, vb, v_limit)])
                  + float(np.mean(ub < u_limit))) / 2
         if not choice or score > max(choice.values()):
@@ -166,10 +182,9 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
 
     # Who names a badge the gallery finds to be a trained brand: the softmax or the gallery's own
     # nearest brand, whichever names more validation crops right.
-    probs = clf.predict_proba([load_record_image(shared, r) for r in val])
     labels = list(clf.metadata["labels"])
     brand_cols = [i for i, lab in enumerate(labels) if lab in classes]
-    val_softmax = [labels[brand_cols[j]] for j in probs[:, brand_cols].argmax(axis=1)]
+    val_softmax = [labels[brand_cols[j]] for j in val_set.probs[:, brand_cols].argmax(axis=1)]
     namer_val_top1 = {"softmax": round(_accuracy(val_truth, val_softmax), 4),
                       "gallery": round(_accuracy(val_truth, val_pred), 4)}
     base.names_trained_by = "gallery" if namer_val_top1["gallery"] > namer_val_top1["softmax"] else "softmax"
@@ -178,7 +193,7 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
     # fallback for sparse bands and for crops of unknown width (enrolment queries by embedding).
     bands = band_thresholds(val_best, w_val, threshold)
     base.threshold, base.size_thresholds = threshold, bands
-    unseen_limit = base.thresholds_for(_widths(w_unseen))
+    unseen_limit = base.thresholds_for(w_unseen)
 
     # Cross-fitted unknown rejection: two folds of unseen brands, each judged by the global
     # threshold calibrated on the other fold (it judges whole photos and sparse bands; the
@@ -196,17 +211,17 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
         g_k = base.copy()
         g_k.threshold, g_k.size_thresholds = t_k, band_thresholds(val_best, w_val, t_k)
         judged = np.isin(brand_of, list(fold))
-        rej = unseen_best[judged] < g_k.thresholds_for(_widths(w_unseen[judged]))
+        rej = unseen_best[judged] < g_k.thresholds_for(w_unseen[judged])
         rejected_total += int(rej.sum())
         crossfit[f"fold{k}"] = {"brands": sorted(fold), "threshold": t_k, "images": int(judged.sum()),
                                 "rejected": round(float(rej.mean()), 4) if judged.any() else None}
     per_brand_rej = {b: round(float(np.mean(unseen_best[brand_of == b] < unseen_limit[brand_of == b])), 4)
                      for b in unseen_brands}
-    val_limit = base.thresholds_for(_widths(w_val))
+    val_limit = base.thresholds_for(w_val)
 
     # Known brands on test, with the gallery decision.
     test_best, test_pred = best_scores(base, e_test)
-    test_limit = base.thresholds_for(_widths(w_test))
+    test_limit = base.thresholds_for(w_test)
     truth = [r.brand for r in test]
     decided = [p if s >= t else UNKNOWN_BRAND for p, s, t in zip(test_pred, test_best, test_limit)]
     known_metrics = _known_metrics(test, truth, test_pred, decided, test_best, test_limit)
@@ -214,7 +229,7 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
     # Enrolment: each held-out brand with enough photos, ENROL_SHOTS photos enrolled, rest queried.
     # The shots are photos `enroll` would take (it skips images under MIN_SIDE_PX a side as tiny);
     # every other photo, tiny ones included, is a query.
-    enrollable = np.array([min(load_record_image(shared, r).shape[:2]) >= MIN_SIDE_PX for r in unseen], bool)
+    enrollable = unseen_set.min_sides >= MIN_SIDE_PX
     enrolled = base.copy()
     queries: dict[str, np.ndarray] = {}
     enrol_rows = {}
@@ -228,12 +243,12 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
         queries[b] = np.setdiff1d(idx, shots)
     q_truth, q_pred = [], []
     for b, idx in queries.items():
-        preds = enrolled.match(e_unseen[idx], widths=_widths(w_unseen[idx]))
+        preds = enrolled.match(e_unseen[idx], widths=w_unseen[idx])
         q_truth += [b] * len(idx)
         q_pred += [p.brand for p in preds]
         enrol_rows[b] = {"enrolled": ENROL_SHOTS, "queried": int(len(idx)),
                          "top1": round(_accuracy([b] * len(idx), [p.brand for p in preds]), 4)}
-    after = [p.brand for p in enrolled.match(e_test, widths=_widths(w_test))]
+    after = [p.brand for p in enrolled.match(e_test, widths=w_test)]
     enrolment = {
         "shots": ENROL_SHOTS, "shot_min_side_px": MIN_SIDE_PX, "brands": enrol_rows,
         "top1_on_remaining_photos": round(_accuracy(q_truth, q_pred), 4), "photos": len(q_truth),
@@ -242,9 +257,7 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
     }
 
     # Softmax on the same test crops, for comparison.
-    probs = clf.predict_proba([load_record_image(shared, r) for r in test])
-    labels = clf.metadata["labels"]
-    softmax_top1 = _accuracy(truth, [labels[i] for i in probs.argmax(axis=1)])
+    softmax_top1 = _accuracy(truth, [labels[i] for i in test_set.probs.argmax(axis=1)])
 
     # The shipped gallery: trained references + every photo of the held-out brands enrolled.
     shipped = base.copy()

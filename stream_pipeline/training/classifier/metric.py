@@ -20,9 +20,7 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-
-from stream_pipeline.brands.classifier import OTHER_CLASS, preprocess_crops
+from stream_pipeline.brands.classifier import OTHER_CLASS
 from stream_pipeline.core.errors import UserError
 from stream_pipeline.training.classifier import train
 
@@ -134,13 +132,11 @@ def train_metric_end_to_end(shared: Path, init_from: Path | None, size: int = 16
     else:
         raise UserError("--metric-dim needs --init-from MODEL.keras (a trained brand classifier) to start from")
 
-    rng = np.random.default_rng(seed + 1)
-    xv, yv = [], []
-    for img, y in train._views_for_split(shared, records, info, "val", rng, labels):
-        xv.append(preprocess_crops([img], size)[0])
-        yv.append(y)
-    xv = np.asarray(xv, np.float32)
-    yv = keras.utils.to_categorical(np.asarray(yv), n)
+    # written now, not at the end: a run stopped by hand is still shipped with its settings
+    settings_file(ckpt_dir, size, dim).write_text(json.dumps(
+        {"dim": dim, "scale": scale, "margin": margin, "metric_weight": metric_weight, "size": size,
+         "open_set": open_set, "init_from": str(init_from) if init_from else None}))
+    xv, yv = train.validation_views(shared, records, info, labels, size, seed)
     validation = (xv, {"brand": yv, "cos": yv})
 
     def targets(y1h):
@@ -161,9 +157,7 @@ def train_metric_end_to_end(shared: Path, init_from: Path | None, size: int = 16
                                    targets=targets)
         for layer in model.layers:
             layer.trainable = True
-        base.trainable = True
-        for layer in base.layers:
-            layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+        train.unfreeze_convolutions(base)
         _compile(model, n - 1, lr, metric_weight, scale, margin, open_set)
         if not best.is_file():
             model.save_weights(str(best))
@@ -178,9 +172,6 @@ def train_metric_end_to_end(shared: Path, init_from: Path | None, size: int = 16
         hist = train.fit_from_batches(model, batches, n, epochs, steps_per_epoch, validation, cbs, targets=targets)
     hist["seconds"] = time.time() - t0
     (ckpt_dir / f"e2e{size}_d{dim}_done.json").write_text(json.dumps(hist))
-    settings_file(ckpt_dir, size, dim).write_text(json.dumps(
-        {"dim": dim, "scale": scale, "margin": margin, "metric_weight": metric_weight, "size": size,
-         "open_set": open_set, "init_from": str(init_from) if init_from else None}))
     return finalize_metric(shared, size=size, dim=dim, threads=threads, model_dir=model_dir, seed=seed)
 
 

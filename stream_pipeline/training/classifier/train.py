@@ -718,6 +718,29 @@ def fit_from_batches(model, batches, n_classes: int, epochs: int, steps_per_epoc
     return history
 
 
+def unfreeze_convolutions(base) -> None:
+    """Every layer of the backbone trainable but BatchNorm (its statistics stay ImageNet's)."""
+    import keras
+
+    base.trainable = True
+    for layer in base.layers:
+        layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+
+
+def validation_views(shared: Path, records: list[Record], info: dict, labels: list[str], size: int,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validation set of the end-to-end stages: real val crops + `other` renders of the
+    validation catalogue brands; (RGB float images at `size`, one-hot labels)."""
+    import keras
+
+    rng = np.random.default_rng(seed + 1)
+    xv, yv = [], []
+    for img, y in _views_for_split(shared, records, info, "val", rng, labels):
+        xv.append(preprocess_crops([img], size)[0])  # BGR view -> RGB float at `size`
+        yv.append(y)
+    return np.asarray(xv, np.float32), keras.utils.to_categorical(np.asarray(yv), len(labels))
+
+
 def train_end_to_end(shared: Path, size: int = 96, epochs: int = 100, steps_per_epoch: int = 50,
                      budget_s: float | None = None, seed: int = 1337, threads: int = 1,
                      model_dir: Path = MODEL_DIR, lr: float = 3e-4, init_from: Path | None = None,
@@ -768,19 +791,11 @@ def train_end_to_end(shared: Path, size: int = 96, epochs: int = 100, steps_per_
             t128.load_weights(src)
             full.set_weights(_f.get_weights())
         log.info("end-to-end stage starts from %s", src.name)
-    base.trainable = True
-    for layer in base.layers:
-        layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+    unfreeze_convolutions(base)
 
     batches = BackgroundBatches(shared, model_dir, size, seed + 11 + epochs_logged(ckpt_dir / f"e2e{size}_log.csv"))
 
-    # validation: real val crops + `other` renders of the validation catalogue brands
-    rng = np.random.default_rng(seed + 1)
-    xv, yv = [], []
-    for img, y in _views_for_split(shared, records, info, "val", rng, labels):
-        xv.append(preprocess_crops([img], size)[0])  # BGR view -> RGB float at `size`
-        yv.append(y)
-    xv, yv = np.asarray(xv, np.float32), keras.utils.to_categorical(np.asarray(yv), n)
+    xv, yv = validation_views(shared, records, info, labels, size, seed)
 
     full.compile(optimizer=keras.optimizers.Adam(lr), loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05),
                  metrics=["accuracy"])
