@@ -88,6 +88,9 @@ def _ship(run_dir: Path, imgsz: int, full_imgsz: int = 640) -> int:
     report = evaluate.evaluate(export_dir, full_imgsz=full_imgsz, crop_imgsz=imgsz, folders=folders)
     meta["conf"] = report["conf"]
     meta["conf_rule"] = report["conf_choice"]["rule"] + " on val vehicle crops (IoU 0.5)"
+    if report.get("photo_conf_choice"):
+        meta["photo_conf"] = report["photo_conf"]
+        meta["photo_conf_rule"] = report["photo_conf_choice"]["rule"] + " on val whole photos, detect-logos' fused passes (IoU 0.3)"
     meta["train_run"] = run_dir.name
     METADATA_FILE.write_text(json.dumps(meta, indent=1) + "\n")
     evaluate.save_report(report, MODEL_DIR / "evaluation.json")
@@ -125,6 +128,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         meta = json.loads(METADATA_FILE.read_text()) if METADATA_FILE.exists() else {}
         meta.update({"conf": report["conf"], "imgsz": report["crop_imgsz"], "full_frame_imgsz": args.full_imgsz})
+        if report.get("photo_conf_choice"):
+            meta["photo_conf"] = report["photo_conf"]
         METADATA_FILE.write_text(json.dumps(meta, indent=1) + "\n")
         print(f"wrote {METADATA_FILE}")
     return 0
@@ -169,7 +174,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             status = 2
             continue
         if args.mode == "auto":
-            det = detect_in_photo(detector, image, vehicles, whole_imgsz=args.imgsz)
+            det = detect_in_photo(detector, image, vehicles, conf=args.conf, whole_imgsz=args.imgsz)
         else:
             size = args.imgsz or (
                 detector.imgsz if args.mode == "crop" else int(detector.metadata.get("full_frame_imgsz", 640))
@@ -237,7 +242,9 @@ def add_commands(subparsers) -> None:
     d.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
     d.add_argument("--json", action="store_true", help="one JSON object per line per image")
     d.add_argument("--model", help="model (.pt, OpenVINO folder or .xml); default: models/logo_detector/")
-    d.add_argument("--conf", type=float, default=None, help="confidence threshold (default: metadata)")
+    d.add_argument("--conf", type=float, default=None,
+                   help="confidence threshold (default: metadata's photo_conf for --mode auto, whose passes are "
+                        "fused into scores of their own scale; its conf otherwise)")
     d.add_argument(
         "--mode",
         choices=("auto", "crop", "full"),

@@ -2,8 +2,9 @@
 
 Views of each split's whole photos (logo-boxes, logo-boxes-flickr; rows `<split>`):
 * full photos (the 480x480 street photos and the Flickr photos) at `full_imgsz`;
-* `photo_auto` (test only): detect-logos' own path on the whole photo (vehicle crops +
-  whole-image passes + tiles on large photos, merged);
+* `photo_auto` (val and test): detect-logos' own path on the whole photo (vehicle crops +
+  whole-image passes + tiles on large photos, fused); its scores are on their own scale, so it
+  has its own threshold, `photo_conf`, chosen on the validation photos at IoU 0.3;
 * vehicle-sized crops (the vehicle carrying each labelled badge, cut with the COCO
   vehicle detector, 5 % margin; see dataset.vehicle_crops) at the runtime `imgsz`;
 * each also matched at IoU 0.3 (`*_iou0.3`): was the badge found at all.
@@ -304,7 +305,7 @@ def evaluate(
         windows = [s for s in split[name] if s.is_window]
         log.info("evaluating %s on %d %s photos and %d windows", detector.model_path.name, len(photos), name, len(windows))
         results[name] = evaluate_samples(
-            detector, photos, vehicles[name], full_imgsz, crop_imgsz, finder if name == "test" else None
+            detector, photos, vehicles[name], full_imgsz, crop_imgsz, finder if name in ("val", "test") else None
         )
         if windows:
             results[f"{name}_street"] = evaluate_samples(
@@ -318,6 +319,14 @@ def evaluate(
         source = (results.get(choose_on) or next(iter(results.values())))[choose_view]
         chosen = source.best_threshold()
         conf = chosen["conf"]
+    # detect-logos fuses its passes (photo.fuse_passes) into scores of another scale: its own
+    # threshold, chosen on whole validation photos at IoU 0.3 (found at all: the pipeline crops the
+    # badge with a margin, and these labels disagree on where a badge ends)
+    photo_choice = None
+    photo_source = (results.get(choose_on) or {}).get(f"photo_auto_iou{LOOSE_IOU_THRESHOLD}")
+    if photo_source is not None:
+        photo_choice = photo_source.best_threshold()
+    photo_conf = photo_choice["conf"] if photo_choice else conf
     extra = {}
     for folder in folders:
         log.info("evaluating on folder %s", folder)
@@ -352,9 +361,12 @@ def evaluate(
         "crop_imgsz": crop_imgsz,
         "conf": conf,
         "conf_choice": chosen,
+        "photo_conf": photo_conf,
+        "photo_conf_choice": photo_choice,
         **({"painted_out_check": painted} if painted else {}),
         "results": {
-            name: {view: m.summary(conf) | {"best_on_this_set": m.best_threshold()} for view, m in views.items()}
+            name: {view: m.summary(photo_conf if view.startswith("photo_auto") else conf)
+                   | {"best_on_this_set": m.best_threshold()} for view, m in views.items()}
             for name, views in results.items()
         }
         | {name: {"crops": m.summary(conf) | {"best_on_this_set": m.best_threshold()}} for name, m in extra.items()},

@@ -111,7 +111,9 @@ Views: `full` = the whole photo in one pass at imgsz {report['full_imgsz']}; `cr
 deterministic vehicle crops (vehicle box + 5 % margin; the pipeline's use) at imgsz
 {report['crop_imgsz']}; `photo_auto` = `detect-logos`' default on whole photos (COCO vehicle crops at
 {report['crop_imgsz']} + whole-photo passes at {report['crop_imgsz']} and {report['full_imgsz']} + tiles of {report['crop_imgsz']} px on photos over twice
-that size (none on these 480-px photos), merged); rows `val_street` / `test_street` = the street-badges
+that size (none on these 480-px photos), fused: boxes of different passes that overlap are one badge, scored by
+the mean of its two best passes' scores, so a badge two views found outranks a box one view alone is sure of;
+threshold `photo_conf` = **{report.get('photo_conf', report['conf'])}**, {meta.get('photo_conf_rule', 'the crop threshold')}); rows `val_street` / `test_street` = the street-badges
 windows, each window one crop; `*_iou0.3` = the same detections matched at IoU 0.3 instead of 0.5:
 whether the badge was found at all (the labels of ~20 px badges disagree on where a badge ends; the
 pipeline crops the badge with a margin for the classifier).
