@@ -25,9 +25,10 @@ def test_vw_ahead_is_named_volkswagen(tmp_path: Path, videos: Path):
     assert badge is not None and min(badge.shape[:2]) >= 8
     decided = [e for e in events if e["event"] == "brand" and e["track_id"] == polo["track_id"]]
     assert decided and decided[0]["brand"] == "volkswagen"
-    # Every decided brand is a real catalogue slug with a confidence over the decision floor.
-    for v in vehicles:
-        assert v["brand"] == "unknown" or v["brand_confidence"] >= 0.5
+    # No other vehicle has a legible badge: the tour bus ahead shows "S.R.S." lettering, read
+    # clearly and mostly as unknown, a few times as an enrolled brand (lancia).
+    others = [v for v in vehicles if v["track_id"] != polo["track_id"]]
+    assert all(v["brand"] == "unknown" for v in others), [(v["track_id"], v["brand"]) for v in others]
 
 
 def test_parked_honda_is_named_honda(tmp_path: Path, videos: Path):

@@ -125,3 +125,19 @@ def test_merged_duplicate_track_votes_count_once_for_the_vehicle():
     assert a.decision().brand == UNKNOWN_BRAND
     a.merge(b)
     assert a.decision().brand == "honda" and a.readings == 3
+
+
+def test_sharp_unknown_readings_weigh_against_a_brand_small_ones_do_not():
+    # The dash-cam bus: its "S.R.S." lettering read clearly, mostly as unknown, a few times as an
+    # enrolled brand. 36 sharp rejections outweigh 7 weak matches, also for the sharpest readings.
+    bus = BrandVotes(min_votes=3, min_agreement=0.6, max_votes=43)
+    for i in range(43):
+        bus.add(_p("lancia", 0.66) if i % 6 == 2 else _p(UNKNOWN_BRAND, 0.55), badge_px=100 + i % 5)
+    decision = bus.decision()
+    assert decision.brand == UNKNOWN_BRAND and decision.votes == 7, decision
+    assert bus.tally().agreement == pytest.approx(7 * 0.66 / (7 * 0.66 + 0.5 * 36), abs=1e-3)
+    # The same readings with the unknown ones too small to read: they mean "could not read".
+    far = BrandVotes(min_votes=3, min_agreement=0.6, max_votes=43)
+    for i in range(43):
+        far.add(_p("lancia", 0.66), badge_px=100) if i % 6 == 2 else far.add(_p(UNKNOWN_BRAND, 0.55), badge_px=14)
+    assert far.decision().brand == "lancia"
