@@ -270,3 +270,32 @@ def test_trained_brands_are_named_by_whichever_the_gallery_says(shared):
             else:
                 assert brand == (near if namer == "gallery" else soft)
     assert any(n != s for n, s in zip(nearest, softmax_top) if n in clf.labels), "no crop where the two differ"
+
+
+def test_enrol_detect_badge_cuts_the_labelled_badge_from_whole_street_photos(tmp_path, shared):
+    """`enroll --detect-badge` on whole street photos (held-out test split of the badge detector):
+    each reference is the labelled badge, not a lamp or a plate; a photo without one is reported."""
+    from stream_pipeline.brands.classifier import BrandClassifier
+    from stream_pipeline.brands.recognizer import BADGE_MARGIN, crop
+    from stream_pipeline.training.logo_detector.dataset import samples_by_split
+
+    photos = [s for s in samples_by_split()["test"] if s.key.startswith("logo-boxes/") and len(s.boxes) == 1
+              and s.boxes[0].w >= 20][:6]
+    blank = tmp_path / "grey.png"
+    cv2.imwrite(str(blank), np.full((480, 480, 3), 127, np.uint8))
+    gallery = tmp_path / "g.npz"
+    out = run_cli("enroll", "street-test", *[str(s.image) for s in photos], str(blank), "--gallery", str(gallery),
+                  "--detect-badge", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["skipped"]["no_badge_found"] == [str(blank)]
+    assert result["enrolled"] >= 5, result
+    clf = BrandClassifier.load()
+    margin = float(clf.metadata.get("crop_margin", BADGE_MARGIN))
+    labelled = np.stack([clf.embed([crop(cv2.imread(str(s.image)), np.array(s.boxes[0].xyxy(), np.float32), margin)[0]])[0]
+                         for s in photos])
+    labelled /= np.linalg.norm(labelled, axis=1, keepdims=True)
+    g = Gallery.load(gallery)
+    refs = g.embeddings[g.brands == "street-test"]
+    # every reference is the embedding of one of the labelled badges (same region, margin aside)
+    assert (refs @ labelled.T).max(axis=1).min() >= 0.8, (refs @ labelled.T).max(axis=1)

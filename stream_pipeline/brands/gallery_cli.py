@@ -91,24 +91,32 @@ def load_enrolment_images(inputs: list[str], existing_keys: set[str]) -> tuple[l
 
 
 def _crop_badges(images: list, paths: list[Path], report: dict) -> tuple[list, list[int]]:
-    """The most confident badge of each photo (logo detector), cut as the pipeline cuts it."""
+    """The most confident badge of each photo, found as `detect-logos` finds it (whole-image
+    passes, the COCO vehicles' crops and tiles, fused; vehicles skipped without ../shared) and
+    cut as the pipeline cuts it."""
     from stream_pipeline.brands.classifier import BrandClassifier
     from stream_pipeline.brands.logo_detector import LogoDetector
     from stream_pipeline.brands.recognizer import BADGE_MARGIN, crop
     from stream_pipeline.core.config import BrandsConfig
     from stream_pipeline.core.paths import resolve_model_path
+    from stream_pipeline.training.logo_detector.photo import VehicleFinder, detect_in_photo
 
     cfg = BrandsConfig()
     detector = LogoDetector.load(resolve_model_path(cfg.logo_detector))
+    try:
+        vehicles = VehicleFinder()
+    except UserError as exc:  # ModelError included: no ../shared, whole-image passes only
+        log.warning("no vehicle detector (%s): whole-image passes only", exc)
+        vehicles = None
     margin = float(BrandClassifier.load().metadata.get("crop_margin", BADGE_MARGIN))
     crops, kept = [], []
     report["no_badge_found"] = []
-    for i, (img, found) in enumerate(zip(images, detector.detect(images))):
+    for i, img in enumerate(images):
+        found = detect_in_photo(detector, img, vehicles)
         if len(found) == 0:
             report["no_badge_found"].append(str(paths[i]))
             continue
-        best = int(found.confidence.argmax())
-        badge, _ = crop(img, found.xyxy[best], margin)
+        badge, _ = crop(img, found.xyxy[0], margin)  # sorted by fused score
         if badge.size:
             crops.append(badge)
             kept.append(i)
