@@ -243,3 +243,27 @@ def test_detect_logos_on_heldout_whole_photos_finds_most_badges_at_its_photo_thr
         false += len(hits) - any(hits)  # other cars' badges are unlabelled: an upper bound
     assert found >= 24, f"badge found in only {found}/30 held-out photos"
     assert false <= 6, f"{false} boxes that are not the labelled badge in 30 photos"
+
+
+def test_a_pass_that_looked_at_nothing_is_no_vote_against(detector):
+    """A vehicle crop under the crop size (one whole-image pass) and a vehicle finder that finds
+    nothing: the boxes are the detector's own at its crop threshold, not halved by an empty pass."""
+    from stream_pipeline.training.logo_detector.dataset import vehicle_crops
+    from stream_pipeline.training.logo_detector.photo import detect_in_photo
+
+    class NoVehicles:
+        def __call__(self, image):
+            return np.zeros((0, 4), np.float32)
+
+    compared = 0
+    for s in _heldout_samples(8):
+        x1, y1, x2, y2 = vehicle_crops(s, vehicles=[])[0]
+        patch = np.ascontiguousarray(cv2.imread(str(s.image))[y1:y2, x1:x2])
+        if max(patch.shape[:2]) >= detector.imgsz:
+            continue
+        [own] = detector.detect([patch])  # at the crop size and threshold
+        fused = detect_in_photo(detector, patch, NoVehicles())
+        assert len(fused) == len(own)
+        np.testing.assert_allclose(fused.confidence, own.confidence, atol=1e-4)
+        compared += len(own)
+    assert compared >= 3

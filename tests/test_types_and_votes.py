@@ -141,3 +141,35 @@ def test_sharp_unknown_readings_weigh_against_a_brand_small_ones_do_not():
     for i in range(43):
         far.add(_p("lancia", 0.66), badge_px=100) if i % 6 == 2 else far.add(_p(UNKNOWN_BRAND, 0.55), badge_px=14)
     assert far.decision().brand == "lancia"
+
+
+def test_a_few_sharp_rejections_do_not_cost_a_brand_its_confidence():
+    # A badge near its gallery threshold: 3 in 4 readings named at 0.7, 1 in 4 rejected. The
+    # rejections gate the agreement (0.81) but do not lower the confidence a second time.
+    votes = BrandVotes(min_votes=3, min_agreement=0.6, min_confidence=0.6)
+    for i in range(12):
+        votes.add(_p("kia", 0.7) if i % 4 else _p(UNKNOWN_BRAND, 0.5), badge_px=45)
+    decision = votes.decision()
+    assert decision.brand == "kia" and decision.confidence == pytest.approx(0.7)
+    assert decision.agreement == pytest.approx(9 * 0.7 / (9 * 0.7 + 3 * 0.5), abs=1e-3)
+
+
+def test_a_plate_read_as_unknown_is_not_evidence_against_the_badge():
+    # A 20-px VW badge on 3 frames; on 2 others the plate was the only box and read as unknown.
+    votes = BrandVotes(min_votes=3, min_agreement=0.6, min_confidence=0.6)
+    for i in range(5):
+        if i % 2:
+            votes.add(_p(UNKNOWN_BRAND, 0.3), badge_px=70, plate_like=True)
+        else:
+            votes.add(_p("volkswagen", 0.9), badge_px=20)
+    assert votes.decision().brand == "volkswagen"
+    assert votes.tally().agreement == 1.0
+
+
+@pytest.mark.parametrize("badge_px, against", [(None, 0.0), (20, 0.0), (24, 0.0), (32, 0.25), (40, 0.5), (90, 0.5)])
+def test_weight_against_ramps_with_badge_width(badge_px, against):
+    """No step at one pixel; a reading of unknown size is not evidence against."""
+    votes = BrandVotes(min_votes=1, min_agreement=0.5)
+    votes.add(_p("audi", 0.8), badge_px=40)
+    votes.add(_p(UNKNOWN_BRAND, 0.4), badge_px=badge_px)
+    assert votes.tally().agreement == pytest.approx(0.8 / (0.8 + against), abs=1e-3)

@@ -165,7 +165,7 @@ class BrandRecognizer:
             return []
 
         logo_results = self.logo_detector.detect(vehicle_crops)
-        badges, badge_boxes, badge_tracks = [], [], []
+        badges, badge_boxes, badge_tracks, plates = [], [], [], []
         for track, origin, vehicle, logos, close_up in zip(chosen, origins, vehicle_crops, logo_results, close_ups):
             best = self.choose_badge(vehicle, logos, close_up)
             if best is None:
@@ -177,15 +177,17 @@ class BrandRecognizer:
             badges.append(badge)
             badge_boxes.append((box, float(logos.confidence[best])))
             badge_tracks.append(track)
+            # a plate read as unknown is not evidence against the vehicle's brand (votes.py)
+            plates.append(bool(self.choose_badge.plate_like(vehicle, logos[np.array([best])])[0]))
         if not badges:
             return []
 
         changed = []
-        for track, (box, logo_conf), badge, prediction in zip(
-            badge_tracks, badge_boxes, badges, self.classifier.classify(badges)
+        for track, (box, logo_conf), badge, plate, prediction in zip(
+            badge_tracks, badge_boxes, badges, plates, self.classifier.classify(badges)
         ):
             state = track.brand
-            state.votes.add(prediction, badge_px=float(box[2] - box[0]))
+            state.votes.add(prediction, badge_px=float(box[2] - box[0]), plate_like=plate)
             state.last_badge_xyxy, state.last_badge_frame = box, frame.index
             reading = BadgeReading(track.track_id, frame.index, box, logo_conf, prediction, badge.copy())
             if prediction.brand != UNKNOWN_BRAND and (

@@ -4,14 +4,19 @@ Every badge reading of a track is a vote, weighted by how much it can be trusted
 classifier's confidence times the badge's sharpness (its width in pixels, saturating at
 `SHARP_BADGE_PX`: a 12-px badge is mostly guesswork, a 40-px one is read reliably). A brand is
 decided once at least `min_votes` readings name a brand and one brand holds at least
-`min_agreement` of their weight. A track whose readings keep disagreeing (at least
+`min_agreement` of their weight (plus the weight of sharp unknown readings, below). A track whose readings keep disagreeing (at least
 `2 * min_votes` named readings without a decision) is settled by its sharpest readings alone,
-when those agree. An "unknown" reading of a small badge means "could not read" and does not
-count against a brand; one of a sharp badge (at least `SHARP_BADGE_PX` wide) means the classifier
-saw it clearly and named no brand (lettering, a badge of a brand it does not know), so it weighs
-against every brand (`SHARP_UNKNOWN_WEIGHT`). Without that, a bus whose "S.R.S." lettering was
-read 43 times, 36 of them as unknown, was named after the 7 readings that matched an enrolled
-brand.
+when those agree.
+
+An "unknown" reading of a small badge means "could not read" and does not count against a
+brand. One of a sharp badge means the classifier saw it clearly and named no brand (lettering, a
+badge of a brand it does not know), so it weighs against every brand in the agreement share: up
+to `SHARP_UNKNOWN_WEIGHT`, ramping up over badge widths `REJECT_RAMP_PX`. Without that, a bus
+whose "S.R.S." lettering was read 43 times, 36 of them as unknown, was named after the 7
+readings that matched an enrolled brand. It gates the decision only: the decision's confidence
+is still the named readings' agreement times their mean confidence, so a brand is not penalised
+twice. Not evidence against: unknown readings of a box that looks like a licence plate (read
+only when no other box was there; a plate is not the badge) and of a badge of unknown size.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ SHARP_BADGE_PX = 32.0  # badge width from which a reading counts fully
 MIN_SIZE_WEIGHT = 0.25  # weight factor of the smallest badges
 SETTLE_AGREEMENT = 0.8  # the sharpest readings settle a disputed track only when they agree this well
 # Weight of a sharp "unknown" reading against the brands; a named sharp reading weighs its
-# confidence (typically 0.6-0.97), a clear rejection a little less.
+# confidence (typically 0.6-0.97), a clear rejection a little less. It ramps up from 0 to full
+# over these badge widths (px), so the same readings do not flip at one pixel.
 SHARP_UNKNOWN_WEIGHT = 0.5
+REJECT_RAMP_PX = (24.0, 40.0)
 
 
 def size_weight(badge_px: float | None) -> float:
@@ -40,6 +47,7 @@ def size_weight(badge_px: float | None) -> float:
 class Vote:
     prediction: BrandPrediction
     badge_px: float | None = None
+    plate_like: bool = False  # the box read looks like a licence plate, not a badge
 
     @property
     def weight(self) -> float:
@@ -54,18 +62,22 @@ class Vote:
         return self.prediction.brand != UNKNOWN_BRAND
 
     @property
-    def rejects(self) -> bool:
-        """An unknown reading of a badge sharp enough to have been read: evidence against the brands."""
-        return not self.named and self.badge_px is not None and self.badge_px >= SHARP_BADGE_PX
+    def against(self) -> float:
+        """Weight against every brand: an unknown reading of a badge wide enough to have been read
+        (not of a plate-like box, nor of a badge of unknown size); 0 for any other reading."""
+        if self.named or self.plate_like or self.badge_px is None:
+            return 0.0
+        lo, hi = REJECT_RAMP_PX
+        return SHARP_UNKNOWN_WEIGHT * float(min(1.0, max(0.0, (self.badge_px - lo) / (hi - lo))))
 
 
 @dataclass(frozen=True)
 class BrandDecision:
     brand: str  # slug or UNKNOWN_BRAND
-    confidence: float  # agreement share x mean confidence of the agreeing votes, 0-1
+    confidence: float  # named agreement share x mean confidence of the agreeing votes, 0-1
     votes: int  # readings that named a brand
     total_readings: int  # all readings, "unknown" included
-    agreement: float  # weight share of the brand-naming votes that agree
+    agreement: float  # the brand's share of the named weight plus the weight against (sharp unknowns)
     settled_by_sharpest: bool = False  # decided from the sharpest readings after disagreement
 
 
@@ -86,8 +98,8 @@ class BrandVotes:
         self._votes: deque[Vote] = deque(maxlen=max_votes)
         self.readings = 0  # all readings ever, beyond the bounded window
 
-    def add(self, prediction: BrandPrediction, badge_px: float | None = None) -> None:
-        self._votes.append(Vote(prediction, badge_px))
+    def add(self, prediction: BrandPrediction, badge_px: float | None = None, plate_like: bool = False) -> None:
+        self._votes.append(Vote(prediction, badge_px, plate_like))
         self.readings += 1
 
     def merge(self, other: "BrandVotes") -> None:
@@ -100,8 +112,9 @@ class BrandVotes:
         return len(self._votes)
 
     def _tally(self, votes: list[Vote], total: int) -> BrandDecision:
-        """The leading brand among `votes`; its agreement is its share of the named weight plus
-        that of the sharp unknown readings among them."""
+        """The leading brand among `votes`. Its agreement (the decision gate) is its share of the
+        named weight plus the weight against; its confidence, the named share x the agreeing
+        readings' mean confidence."""
         named = [v for v in votes if v.named]
         if not named:
             return BrandDecision(UNKNOWN_BRAND, 0.0, 0, total, 0.0)
@@ -110,9 +123,9 @@ class BrandVotes:
             weight[vote.prediction.brand] += vote.weight
         brand = max(weight, key=lambda b: (weight[b], sum(v.prediction.brand == b for v in named)))
         agreeing = [v.prediction.confidence for v in named if v.prediction.brand == brand]
-        against = SHARP_UNKNOWN_WEIGHT * sum(v.rejects for v in votes)
-        agreement = weight[brand] / (sum(weight.values()) + against)
-        confidence = agreement * sum(agreeing) / len(agreeing)
+        named_share = weight[brand] / sum(weight.values())
+        agreement = weight[brand] / (sum(weight.values()) + sum(v.against for v in votes))
+        confidence = named_share * sum(agreeing) / len(agreeing)
         return BrandDecision(brand, round(min(1.0, confidence), 4), len(named), total, round(agreement, 4))
 
     def tally(self) -> BrandDecision:
@@ -128,15 +141,15 @@ class BrandVotes:
         tally = self._tally(list(self._votes), len(self._votes))
         if self._decided(tally):
             return tally
-        # the readings that say something: named ones and sharp unknown ones
-        telling = [v for v in self._votes if v.named or v.rejects]
-        if tally.votes >= 2 * self.min_votes:
-            # Readings that keep disagreeing: the sharpest quarter (at least min_votes; ties in
-            # sharpness all join, so equally blurred readings never pick a side) decides when it
-            # agrees clearly. Blurred far-away readings of look-alike badges are what split votes.
-            k = max(self.min_votes, len(telling) // 4)
-            cut = sorted(v.sharpness for v in telling)[-k]
-            sharpest = [v for v in telling if v.sharpness >= cut]
+        named = [v for v in self._votes if v.named]
+        if len(named) >= 2 * self.min_votes:
+            # Readings that keep disagreeing: the sharpest quarter of the named ones (at least
+            # min_votes; ties in sharpness all join, so equally blurred readings never pick a
+            # side) decides when it agrees clearly, with the unknown readings at least as sharp
+            # weighing against. Blurred far-away readings of look-alike badges split votes.
+            k = max(self.min_votes, len(named) // 4)
+            cut = sorted(v.sharpness for v in named)[-k]
+            sharpest = [v for v in self._votes if v.sharpness >= cut and (v.named or v.against > 0)]
             settled = self._tally(sharpest, len(self._votes))
             if self._decided(settled) and settled.agreement >= max(self.min_agreement, SETTLE_AGREEMENT):
                 return BrandDecision(settled.brand, settled.confidence, tally.votes, tally.total_readings,

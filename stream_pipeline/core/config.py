@@ -115,7 +115,8 @@ class BrandsConfig(_Section):
     badge_closeup_max_width: float = Field(0.45, gt=0.0, le=1.0)
     badge_closeup_max_height: float = Field(0.5, gt=0.0, le=1.0)
     # Per-track voting: a brand is decided after `min_votes` votes of which at least
-    # `min_agreement` share name the same brand.
+    # `min_agreement` share (by weight; unknown readings of sharp badges weigh against) name the
+    # same brand.
     min_votes: int = Field(3, ge=1, le=1000)
     min_agreement: float = Field(0.6, gt=0.0, le=1.0)
     # ...and the decision's confidence (agreement x mean reading confidence) reaches this.

@@ -128,8 +128,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         meta = json.loads(METADATA_FILE.read_text()) if METADATA_FILE.exists() else {}
         meta.update({"conf": report["conf"], "imgsz": report["crop_imgsz"], "full_frame_imgsz": args.full_imgsz})
+        for key in ("photo_conf", "photo_conf_rule"):  # another model's photo threshold must not stay
+            meta.pop(key, None)
         if report.get("photo_conf_choice"):
             meta["photo_conf"] = report["photo_conf"]
+            meta["photo_conf_rule"] = (report["photo_conf_choice"]["rule"]
+                                       + " on val whole photos, detect-logos' fused passes (IoU 0.3)")
         METADATA_FILE.write_text(json.dumps(meta, indent=1) + "\n")
         print(f"wrote {METADATA_FILE}")
     return 0
@@ -250,7 +254,7 @@ def add_commands(subparsers) -> None:
         choices=("auto", "crop", "full"),
         default="auto",
         help="auto (default): vehicle crops found by the COCO detector + whole-image passes (+ tiles of the "
-        "crop size on photos over twice that), merged; crop: the image is a vehicle crop (one pass at the crop "
+        "crop size on photos over twice that), fused (a badge scores the mean of its two best passes); crop: the image is a vehicle crop (one pass at the crop "
         "size); full: one pass at 640",
     )
     d.add_argument("--imgsz", type=int, default=None, help="override the (whole-image) input size")

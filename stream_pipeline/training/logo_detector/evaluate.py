@@ -196,7 +196,7 @@ def evaluate_samples(
     if full_view:
         out = {"full": full, f"full_iou{LOOSE_IOU_THRESHOLD}": full_loose} | out
     if finder is not None and full_view:
-        # detect-logos' default: vehicle crops + whole passes (+ tiles on large photos), merged
+        # detect-logos' default: vehicle crops + whole passes (+ tiles on large photos), fused
         out["photo_auto"] = photo
         out[f"photo_auto_iou{LOOSE_IOU_THRESHOLD}"] = photo_loose
     return out
@@ -380,7 +380,8 @@ def view_imgsz(report: dict, view: str) -> int:
 
 
 def format_report(report: dict) -> str:
-    lines = [f"model {report['model']}  conf {report['conf']}  IoU {report['iou_threshold']}"]
+    lines = [f"model {report['model']}  conf {report['conf']} (photo_auto rows: photo_conf "
+             f"{report.get('photo_conf', report['conf'])})  IoU {report['iou_threshold']}"]
     for name, views in report["results"].items():
         for view, r in views.items():
             a = r["at_conf"]

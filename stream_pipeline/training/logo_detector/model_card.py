@@ -63,7 +63,7 @@ classifier names the brand). Fine-tuned from `../shared/models/yolo11n.pt` (COCO
 |---|---|
 | `best.pt` | ultralytics checkpoint (optimizer stripped) |
 | `best_openvino_model/` | OpenVINO IR (FP16 weights), dynamic input shape (what `LogoDetector.load()` runs) |
-| `metadata.json` | runtime defaults: `imgsz` {meta['imgsz']} for vehicle crops, `full_frame_imgsz` {meta.get('full_frame_imgsz', 640)} for whole photos, `conf` {meta['conf']}, NMS `iou` {meta.get('iou')} |
+| `metadata.json` | runtime defaults: `imgsz` {meta['imgsz']} for vehicle crops, `full_frame_imgsz` {meta.get('full_frame_imgsz', 640)} for whole photos, `conf` {meta['conf']} on vehicle crops, `photo_conf` {meta.get('photo_conf', meta['conf'])} on `detect-logos`' fused whole-photo scores, NMS `iou` {meta.get('iou')} |
 | `split.json` | the leakage-free train/val/test split (keys into `../shared`) |
 | `evaluation.json` | full evaluation report (the tables below) |
 

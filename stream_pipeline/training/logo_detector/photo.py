@@ -13,9 +13,11 @@ The passes are fused, not just pooled: boxes of different passes that overlap ar
 its score is the mean of its two best passes' scores (`fuse_passes`). A badge seen by two views
 is more likely a badge than a box one view alone is sure of, and false boxes (door handles,
 lettering, lamps) are mostly found by one pass. On the held-out street photos this ranks the
-boxes better than keeping each box's best score (`work/exp/photo_fusion.py`; recall at precision
->= 0.85, IoU 0.3: val 0.773 -> 0.860, test 0.658 -> 0.760). The fused scores are on their own
-scale, so the threshold is metadata's `photo_conf`, chosen on the validation photos.
+boxes better than keeping each box's best score (held-out whole photos, recall at precision
+>= 0.85, IoU 0.3: val 0.773 -> 0.851, test 0.658 -> 0.760; `evaluate-logo-detector`). The fused
+scores are on their own scale, so the threshold is metadata's `photo_conf`, chosen on the
+validation photos; when only one pass runs (an image under the crop size and no vehicle found),
+the score is that pass's own and the crop threshold `conf` applies.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ TILE_OVERLAP = 0.25  # a badge cut by one tile's edge is whole in the next
 # Each pass keeps boxes down to this score, so a badge one pass is unsure of still adds to the
 # fused score (a pass that did not find it adds 0).
 PASS_FLOOR = 0.01
-# Boxes of two passes at this IoU or more are the same badge (as the detector's own NMS).
+# Boxes of two passes at this IoU or more are the same badge (the IoU the pooled passes were
+# merged at before fusion; the detector's own NMS uses metadata's 0.6).
 FUSE_IOU = 0.5
 
 
@@ -123,11 +126,9 @@ def detect_in_photo(
     tiles: bool = True,
 ) -> Detections:
     """Badges in one BGR photo: whole-image passes + vehicle-crop pass (+ tiles), fused
-    (`fuse_passes`). `conf` applies to the fused score (default: metadata's `photo_conf`; for a
-    model shipped without one, its crop threshold `conf`, which the fused score reaches only for
-    a badge that two passes found)."""
-    if conf is None:
-        conf = float(detector.metadata.get("photo_conf", detector.conf))
+    (`fuse_passes`). `conf` applies to the fused score (default: metadata's `photo_conf`; the
+    crop threshold `conf` when only one pass ran, whose scores are the detector's own, and for
+    a model shipped without `photo_conf`)."""
     h, w = image.shape[:2]
     sizes = [detector.imgsz]  # the image may itself be a vehicle crop: the trained scale
     full = int(whole_imgsz or detector.metadata.get("full_frame_imgsz", 640))
@@ -139,6 +140,7 @@ def detect_in_photo(
     for size in sizes:
         [whole] = detector.detect([image], conf=PASS_FLOOR, imgsz=size)
         passes.append((whole.xyxy, whole.confidence))
+    cut = 0
     if vehicles is not None:  # one pass: the vehicle crops do not overlap much
         boxes, scores = [], []
         for vx1, vy1, vx2, vy2 in vehicles(image):
@@ -150,6 +152,8 @@ def detect_in_photo(
             [d] = detector.detect([np.ascontiguousarray(image[y1:y2, x1:x2])], conf=PASS_FLOOR)
             boxes.append(d.xyxy + np.array([x1, y1, x1, y1], np.float32))
             scores.append(d.confidence)
+            cut += 1
+    if cut:  # a pass that looked at nothing is no vote against
         passes.append(_pooled(boxes, scores))
     windows = tile_windows(w, h, detector.imgsz) if tiles else []
     if windows:
@@ -165,6 +169,8 @@ def detect_in_photo(
                 boxes.append(d.xyxy[~inner] + np.array([x1, y1, x1, y1], np.float32))
                 scores.append(d.confidence[~inner])
         passes.append(_pooled(boxes, scores))
+    if conf is None:
+        conf = float(detector.metadata.get("photo_conf", detector.conf)) if len(passes) > 1 else detector.conf
     xyxy, fused = fuse_passes(passes)
     keep = fused >= conf
     xyxy, fused = xyxy[keep], fused[keep]
