@@ -20,11 +20,11 @@ SHARED ?= $(or $(STREAM_PIPELINE_SHARED),../shared)
 
 demo: install
 	$(BIN)/stream-pipeline fetch-samples intel_parking_lot
-	$(BIN)/stream-pipeline run samples/videos/intel_parking_lot.mp4 --out runs/demo
+	$(BIN)/stream-pipeline run samples/videos/intel_parking_lot.mp4 --out runs/demo --overwrite
 	@# The sample is top-down footage, where COCO YOLO finds few cars; with ../shared present,
 	@# a dash-cam clip shows the brand stage too (local test footage, not redistributed).
 	@if [ -f $(SHARED)/videos/dashcam_vw_close.mp4 ]; then \
-		$(BIN)/stream-pipeline run $(SHARED)/videos/dashcam_vw_close.mp4 --out runs/demo-dashcam; fi
+		$(BIN)/stream-pipeline run $(SHARED)/videos/dashcam_vw_close.mp4 --out runs/demo-dashcam --overwrite; fi
 
 test: install
 	$(BIN)/python -m pytest

@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="detect, track and name the brand of vehicles in a video source")
     run.add_argument("source", help="video file, folder of videos, text file listing videos, rtsp:// URL, or webcam (0, /dev/video0)")
     run.add_argument("--config", help="YAML configuration (default: configs/default.yaml)")
-    run.add_argument("--out", help="output folder (default: runs/<timestamp>/)")
+    run.add_argument("--out", help="output folder (default: runs/<timestamp>/); one that holds a run is refused")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the run already in --out (its event log, tables, video, report and snapshots)")
     run.add_argument("--show", action="store_true", help="show a live window (q quits)")
     run.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames per source")
     run.add_argument("--no-progress", action="store_true", help="no progress display")

@@ -15,7 +15,7 @@ from stream_pipeline.core.config import load_config
 from stream_pipeline.core.errors import OutputError, SourceError, UserError
 from stream_pipeline.core.redaction import redact
 from stream_pipeline.pipeline import Pipeline, ProgressCallback, RunSummary
-from stream_pipeline.sinks.outdir import prepare_out_dir
+from stream_pipeline.sinks.outdir import claim_out_dir, prepare_out_dir
 from stream_pipeline.sinks.summary import write_summary
 from stream_pipeline.report import INDEX_FILE, write_index, write_report
 from stream_pipeline.sources import VIDEO_SUFFIXES, FrameSource, is_live
@@ -179,7 +179,9 @@ def run_command(args: argparse.Namespace) -> int:
         raise UserError("--max-frames must be at least 1")
     sources = resolve_sources(args.source)
     out_root = Path(args.out) if args.out else default_out_dir()
-    # An unusable output folder is reported before the models load, in one line.
+    # An unusable output folder, or one holding a previous run, is reported before the models
+    # load, in one line.
+    claim_out_dir(out_root, overwrite=getattr(args, "overwrite", False))
     prepare_out_dir(out_root)
     folder_mode = len(sources) > 1 or Path(args.source).is_dir() or Path(args.source).suffix.lower() in LIST_SUFFIXES
     names = run_dir_names(sources)

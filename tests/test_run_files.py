@@ -119,3 +119,29 @@ def test_ctrl_c_finalises_video_and_writes_open_tracks(tmp_path: Path, videos: P
     assert len(vehicles) == end["vehicles"] >= 1
     # Tracks still open at Ctrl-C were written after it (the dash-cam VW is in view throughout).
     assert any(v["wall_time"] >= signalled_at for v in vehicles)
+
+
+def test_a_second_run_into_the_same_folder_is_refused_unless_overwrite(tmp_path: Path, videos: Path):
+    out = tmp_path / "run"
+    first = run_cli("run", str(videos / "dashcam_vw_close.mp4"), "--out", str(out), "--max-frames", "60")
+    assert first.returncode == 0, first.stderr
+    events_before = (out / "events.jsonl").read_bytes()
+    snapshots_before = sorted(p.name for p in (out / "snapshots").iterdir())
+    assert snapshots_before
+    (out / "notes.txt").write_text("the operator's own file")
+
+    again = run_cli("run", str(videos / "parked_honda_portrait.mp4"), "--out", str(out), "--max-frames", "30")
+    assert again.returncode == 2
+    assert again.stderr.strip().count("\n") == 0 and "already holds a run" in again.stderr and "--overwrite" in again.stderr
+    assert (out / "events.jsonl").read_bytes() == events_before  # nothing lost
+
+    replaced = run_cli("run", str(videos / "parked_honda_portrait.mp4"), "--out", str(out), "--max-frames", "30",
+                       "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    events = read_events(out / "events.jsonl")
+    assert events[0]["source"].endswith("parked_honda_portrait.mp4")
+    snapshots = {p.name for p in (out / "snapshots").iterdir()}
+    vehicles = {Path(e["snapshot"]).name for e in events if e["event"] == "vehicle" and e.get("snapshot")}
+    assert snapshots <= vehicles | {Path(e["badge_snapshot"]).name for e in events
+                                    if e["event"] == "vehicle" and e.get("badge_snapshot")}, "old snapshots left"
+    assert (out / "notes.txt").read_text() == "the operator's own file"

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
-from stream_pipeline.core.errors import OutputError
+from stream_pipeline.core.errors import OutputError, UserError
+
+# What a run writes in its folder, and a folder run at its root: what --overwrite replaces.
+RUN_OUTPUTS = ("events.jsonl", "vehicles.csv", "annotated.mp4", "report.html", "report", "snapshots")
+FOLDER_OUTPUTS = ("summary.csv", "index.html")
 
 
 def output_error(path: Path, exc: OSError) -> OutputError:
@@ -29,5 +34,39 @@ def prepare_out_dir(out: Path) -> None:
         finally:
             os.close(fd)
             os.unlink(probe)
+    except OSError as exc:
+        raise output_error(out, exc) from None
+
+
+def previous_runs(out: Path) -> list[Path]:
+    """Run folders in `out` (itself, or its sub-folders after a folder run) holding a run's event log."""
+    if not out.is_dir():
+        return []
+    runs = [out] if (out / "events.jsonl").is_file() else []
+    return runs + sorted(d for d in out.iterdir() if d.is_dir() and (d / "events.jsonl").is_file())
+
+
+def claim_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an output folder that already holds a run, unless told to replace it: a rerun would
+    overwrite its records and mix its snapshots with the new run's. With `overwrite`, the
+    previous run's own outputs (RUN_OUTPUTS, FOLDER_OUTPUTS) are removed first; nothing else is."""
+    runs = previous_runs(out)
+    if not runs:
+        return
+    if not overwrite:
+        where = out if runs == [out] else f"{out} ({len(runs)} run folders)"
+        raise UserError(f"--out {where} already holds a run (events.jsonl); choose another folder, "
+                        "or pass --overwrite to replace it")
+    try:
+        for run in runs:
+            for name in RUN_OUTPUTS:
+                target = run / name
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                elif target.exists() or target.is_symlink():
+                    target.unlink()
+        for name in FOLDER_OUTPUTS:
+            if (out / name).is_file():
+                (out / name).unlink()
     except OSError as exc:
         raise output_error(out, exc) from None

@@ -42,6 +42,10 @@ PASS_FLOOR = 0.01
 # Boxes of two passes at this IoU or more are the same badge (the IoU the pooled passes were
 # merged at before fusion; the detector's own NMS uses metadata's 0.6).
 FUSE_IOU = 0.5
+# A box overlapping a detected vehicle this much is the vehicle, not its badge: on a photo the
+# whole-image passes sometimes box a whole car (0.44 on one held-out photo whose 29-px badge was
+# missed); held-out photos, fused, at photo_conf: test precision 0.798 -> 0.811, recall unchanged.
+VEHICLE_IOU = 0.5
 
 
 class VehicleFinder:
@@ -141,9 +145,10 @@ def detect_in_photo(
         [whole] = detector.detect([image], conf=PASS_FLOOR, imgsz=size)
         passes.append((whole.xyxy, whole.confidence))
     cut = 0
-    if vehicles is not None:  # one pass: the vehicle crops do not overlap much
+    found = np.asarray(vehicles(image), np.float32).reshape(-1, 4) if vehicles is not None else np.zeros((0, 4))
+    if len(found):  # one pass: the vehicle crops do not overlap much
         boxes, scores = [], []
-        for vx1, vy1, vx2, vy2 in vehicles(image):
+        for vx1, vy1, vx2, vy2 in found:
             mw, mh = margin * (vx2 - vx1), margin * (vy2 - vy1)
             x1, y1 = int(max(0, vx1 - mw)), int(max(0, vy1 - mh))
             x2, y2 = int(min(w, vx2 + mw)), int(min(h, vy2 + mh))
@@ -173,6 +178,10 @@ def detect_in_photo(
         conf = float(detector.metadata.get("photo_conf", detector.conf)) if len(passes) > 1 else detector.conf
     xyxy, fused = fuse_passes(passes)
     keep = fused >= conf
+    if len(found) and len(xyxy):
+        from stream_pipeline.training.logo_detector.common import box_iou
+
+        keep &= box_iou(xyxy, found).max(axis=1) < VEHICLE_IOU
     xyxy, fused = xyxy[keep], fused[keep]
     order = np.argsort(-fused, kind="stable")
     return Detections(xyxy[order], fused[order], np.zeros(len(order), np.int32))
