@@ -299,3 +299,21 @@ def test_enrol_detect_badge_cuts_the_labelled_badge_from_whole_street_photos(tmp
     refs = g.embeddings[g.brands == "street-test"]
     # every reference is the embedding of one of the labelled badges (same region, margin aside)
     assert (refs @ labelled.T).max(axis=1).min() >= 0.8, (refs @ labelled.T).max(axis=1)
+
+
+def test_the_shipped_gallery_is_never_changed_and_no_brand_hides_as_a_rejection(tmp_path, lancia_photos):
+    before = SHIPPED.read_bytes()
+    out = run_cli("enroll", "my-fleet-badge", str(lancia_photos[0]))  # the default config names the shipped one
+    assert out.returncode == 2 and "--gallery FILE" in out.stderr and out.stderr.strip().count("\n") == 0
+    out = run_cli("gallery", "remove", "bmw")
+    assert out.returncode == 2 and "not changed" in out.stderr
+    assert SHIPPED.read_bytes() == before
+    assert run_cli("gallery", "list").returncode == 0  # reading it is fine
+    for reserved in ("unknown", "other", "Unknown"):
+        out = run_cli("enroll", reserved, str(lancia_photos[0]), "--gallery", str(tmp_path / "g.npz"))
+        assert out.returncode == 2 and "reserved" in out.stderr, out.stderr
+    out = run_cli("enroll", "dacia-", str(lancia_photos[0]), "--gallery", str(tmp_path / "g.npz"))
+    assert out.returncode == 2 and "not a slug" in out.stderr
+    assert not (tmp_path / "g.npz").exists()
+    out = run_cli("enroll", "mercedes", str(lancia_photos[0]), "--gallery", str(tmp_path / "g.npz"))
+    assert out.returncode == 0 and "mercedes-benz" in out.stderr  # a note, not a refusal

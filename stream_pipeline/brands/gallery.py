@@ -40,7 +40,9 @@ GALLERY_NAME = "gallery.npz"
 TOP_K_REFS = 3  # a brand's score averages its 3 closest references: one odd reference can't win alone
 SCORINGS = ("nearest", "prototype")
 NAMERS = ("softmax", "gallery")
-SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+# labels that already mean "no brand" in every output: a brand under one of them would read as a rejection
+RESERVED_SLUGS = (UNKNOWN_BRAND, "other")
 
 
 def model_digest(weights_file: Path) -> str:
@@ -62,6 +64,8 @@ def check_slug(brand: str) -> str:
     if not SLUG_RE.match(slug):
         raise UserError(f"brand name {brand!r} is not a slug: use lower-case letters, digits and '-' "
                         "(e.g. alfa-romeo)")
+    if slug in RESERVED_SLUGS:
+        raise UserError(f"brand name {slug!r} is reserved: it means 'no brand' in every output")
     return slug
 
 

@@ -41,6 +41,17 @@ def shipped_gallery_path() -> Path:
     return DEFAULT_MODEL_DIR / GALLERY_NAME
 
 
+def writable_gallery_path(args) -> Path:
+    """The gallery `enroll` / `gallery remove` change: never the shipped one, which is part of the
+    committed model (the default config names it; `gallery remove bmw` there would drop the
+    trained brand's references for every user of the checkout)."""
+    path = gallery_path(args)
+    if path.resolve() == shipped_gallery_path().resolve():
+        raise UserError(f"the shipped gallery {path} is part of the model and is not changed: pass "
+                        "--gallery FILE (created from it when missing) and set brands.gallery: FILE in your config")
+    return path
+
+
 def _collect_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
     from stream_pipeline.training.classifier.dataset import IMAGE_EXTS
 
@@ -142,7 +153,7 @@ def cmd_enroll(args) -> int:
     from stream_pipeline.brands.gallery import check_slug
 
     brand = check_slug(args.brand)
-    path = gallery_path(args)
+    path = writable_gallery_path(args)
     gallery, created = _load_or_create(path)
     clf = BrandClassifier.load(Path(args.model_dir) if args.model_dir else None)
     clf.use_gallery(gallery)  # refuses a gallery embedded by another model
@@ -155,6 +166,10 @@ def cmd_enroll(args) -> int:
         raise UserError(f"nothing to enrol for {brand}: {skipped} input(s) skipped "
                         f"({', '.join(f'{k} {len(v)}' for k, v in report.items() if v) or 'no images given'})")
     before = int((gallery.brands == brand).sum())
+    if not before:  # a new brand that looks like another name of one the gallery has
+        near = sorted(b for b in gallery.brand_names if b.startswith(brand + "-") or brand.startswith(b + "-"))
+        if near:
+            log.warning("the gallery already has %s; %r will be a separate brand", ", ".join(near), brand)
     gallery.add(brand, clf.embed(images), "enrolled", keys)
     gallery.save(path)
     result = {"brand": brand, "gallery": str(path), "created": created, "enrolled": len(images),
@@ -191,6 +206,7 @@ def cmd_gallery(args) -> int:
     if not args.brand:
         raise UserError("gallery remove needs a BRAND")
     brand = check_slug(args.brand)
+    path = writable_gallery_path(args)
     gallery = Gallery.load(path)
     removed = gallery.remove(brand)
     if not removed:
