@@ -159,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stream-pipeline: interrupted", file=sys.stderr)
         return 143 if terminated else 130
+    except BrokenPipeError:
+        # the reader went away (`classify --json ... | head`): stop quietly, as Unix tools do
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 141
 
 
 if __name__ == "__main__":

@@ -317,3 +317,17 @@ def test_the_shipped_gallery_is_never_changed_and_no_brand_hides_as_a_rejection(
     assert not (tmp_path / "g.npz").exists()
     out = run_cli("enroll", "mercedes", str(lancia_photos[0]), "--gallery", str(tmp_path / "g.npz"))
     assert out.returncode == 0 and "mercedes-benz" in out.stderr  # a note, not a refusal
+
+
+def test_classify_takes_a_folder_and_refuses_contradictory_options(tmp_path, lancia_photos):
+    folder = tmp_path / "badges"
+    folder.mkdir()
+    for photo in lancia_photos[:3]:
+        shutil.copy(photo, folder / photo.name)
+    (folder / "readme.txt").write_text("not an image")
+    out = run_cli("classify", "--json", str(folder))
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["path"] for line in out.stdout.splitlines()] == [str(folder / p.name) for p in sorted(lancia_photos[:3])]
+    for args in (["--gallery", str(SHIPPED), "--no-gallery"], ["--threshold", "5"]):
+        out = run_cli("classify", str(folder), *args)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr

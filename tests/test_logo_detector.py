@@ -267,3 +267,12 @@ def test_a_pass_that_looked_at_nothing_is_no_vote_against(detector):
         np.testing.assert_allclose(fused.confidence, own.confidence, atol=1e-4)
         compared += len(own)
     assert compared >= 3
+
+
+@pytest.mark.parametrize("option, value", [("--imgsz", "99999"), ("--imgsz", "-5"), ("--conf", "1.5"), ("--conf", "-1")])
+def test_detect_logos_refuses_out_of_range_options_in_one_line(tmp_path, capsys, option, value):
+    image = tmp_path / "grey.png"
+    cv2.imwrite(str(image), np.full((64, 64, 3), 127, np.uint8))
+    assert main(["detect-logos", str(image), option, value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and option in err

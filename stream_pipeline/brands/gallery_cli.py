@@ -10,6 +10,7 @@ reported and skipped. With `--detect-badge` the logo detector first finds the ba
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import logging
@@ -139,12 +140,19 @@ def _load_or_create(path: Path):
 
     if path.is_file():
         return Gallery.load(path), False
+    if path.is_dir():
+        raise UserError(f"--gallery {path} is a folder: name a file in it, e.g. {path / 'gallery.npz'}")
     shipped = shipped_gallery_path()
     if not shipped.is_file():
         raise UserError(f"no gallery at {path} and no shipped gallery at {shipped} to start it from")
     if path.resolve() != shipped.resolve():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(shipped, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(shipped, path)
+        except OSError as exc:
+            reason = ("a file is in the way (not a folder)" if exc.errno in (errno.EEXIST, errno.ENOTDIR)
+                      else exc.strerror or str(exc))
+            raise UserError(f"cannot create gallery {path}: {reason}") from None
     return Gallery.load(path), True
 
 

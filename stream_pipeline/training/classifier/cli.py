@@ -127,6 +127,8 @@ def _classify_gallery(args) -> Path | None:
     from stream_pipeline.brands.gallery import GALLERY_NAME
 
     if args.no_gallery:
+        if args.gallery:
+            raise UserError("--gallery and --no-gallery contradict each other: pass one")
         return None
     if args.gallery:
         if not Path(args.gallery).is_file():
@@ -151,8 +153,10 @@ def _cmd_build_gallery(args) -> int:
 
 def _cmd_classify(args) -> int:
     from stream_pipeline.brands.classifier import BrandClassifier
-    from stream_pipeline.training.classifier.dataset import read_image
+    from stream_pipeline.training.classifier.dataset import IMAGE_EXTS, read_image
 
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        raise UserError(f"--threshold must be a probability between 0 and 1, not {args.threshold}")
     clf = BrandClassifier.load(_model_dir(args) if args.model_dir else None, threshold=args.threshold)
     gallery_file = _classify_gallery(args)
     if gallery_file is not None:
@@ -160,7 +164,12 @@ def _cmd_classify(args) -> int:
 
         clf.use_gallery(Gallery.load(gallery_file))
     images, paths, failed = [], [], 0
-    for p in args.images:
+    inputs = []
+    for p in args.images:  # a folder stands for its images, as for detect-logos and enroll
+        folder = Path(p)
+        inputs += ([str(f) for f in sorted(folder.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_EXTS]
+                   if folder.is_dir() else [p])
+    for p in inputs:
         img = read_image(Path(p)) if Path(p).is_file() else None
         if img is None:
             print(f"stream-pipeline: cannot read image: {p}", file=sys.stderr)
@@ -255,7 +264,7 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
     p = subparsers.add_parser("classify", help="name the brand of badge crop images")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="badge images, or folders of them")
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
     p.add_argument("--threshold", type=float, default=None,
                    help="softmax rejection threshold, without a gallery (default: model's calibrated one)")

@@ -162,6 +162,10 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
     from stream_pipeline.training.logo_detector.photo import VehicleFinder, detect_in_photo
 
+    if args.conf is not None and not 0 < args.conf <= 1:
+        raise UserError(f"--conf must be a score in (0, 1], not {args.conf}")
+    if args.imgsz is not None and not 32 <= args.imgsz <= 4096:
+        raise UserError(f"--imgsz must be between 32 and 4096 pixels, not {args.imgsz}")
     paths = _expand_images(args.images)
     detector = LogoDetector.load(Path(args.model) if args.model else None, conf=args.conf)
     vehicles = None
