@@ -182,6 +182,7 @@ def run_command(args: argparse.Namespace) -> int:
     # An unusable output folder, or one holding a previous run, is reported before the models
     # load, in one line.
     claim_out_dir(out_root, overwrite=getattr(args, "overwrite", False))
+    created = not out_root.exists()
     prepare_out_dir(out_root)
     folder_mode = len(sources) > 1 or Path(args.source).is_dir() or Path(args.source).suffix.lower() in LIST_SUFFIXES
     names = run_dir_names(sources)
@@ -190,7 +191,12 @@ def run_command(args: argparse.Namespace) -> int:
         from stream_pipeline.cluster.ray_runner import run_on_ray
 
         return run_on_ray(args, config, sources, [out_root / name for name in names], out_root)
-    pipeline = Pipeline(config)
+    try:
+        pipeline = Pipeline(config)
+    except UserError:
+        if created and not any(out_root.iterdir()):  # a model error leaves no empty folder behind
+            out_root.rmdir()
+        raise
     failures: list[str] = []
     run_dirs: list[Path] = []
     try:

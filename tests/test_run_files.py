@@ -145,3 +145,13 @@ def test_a_second_run_into_the_same_folder_is_refused_unless_overwrite(tmp_path:
     assert snapshots <= vehicles | {Path(e["badge_snapshot"]).name for e in events
                                     if e["event"] == "vehicle" and e.get("badge_snapshot")}, "old snapshots left"
     assert (out / "notes.txt").read_text() == "the operator's own file"
+
+
+def test_a_model_error_exits_4_in_one_line_and_leaves_no_empty_folder(tmp_path: Path, videos: Path):
+    config = tmp_path / "cfg.yaml"
+    config.write_text("brands:\n  classifier: models/no_such_classifier\n")
+    out = tmp_path / "new" / "run"
+    result = run_cli("run", str(videos / "dashcam_vw_close.mp4"), "--config", str(config), "--out", str(out))
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "no_such_classifier" in result.stderr
+    assert not out.exists()
