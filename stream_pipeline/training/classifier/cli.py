@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from stream_pipeline.core.errors import UserError
+from stream_pipeline.core.errors import ModelError, UserError
 
 
 def _shared(args) -> Path:
@@ -132,7 +132,7 @@ def _classify_gallery(args) -> Path | None:
         return None
     if args.gallery:
         if not Path(args.gallery).is_file():
-            raise UserError(f"brand gallery not found: {args.gallery}")
+            raise ModelError(f"brand gallery not found: {args.gallery}")  # exit 4, as run and gallery list
         return Path(args.gallery)
     default = _model_dir(args) / GALLERY_NAME
     return default if default.is_file() else None
