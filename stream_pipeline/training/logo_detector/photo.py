@@ -14,7 +14,7 @@ its score is the mean of its two best passes' scores (`fuse_passes`). A badge se
 is more likely a badge than a box one view alone is sure of, and false boxes (door handles,
 lettering, lamps) are mostly found by one pass. On the held-out street photos this ranks the
 boxes better than keeping each box's best score (held-out whole photos, recall at precision
->= 0.85, IoU 0.3: val 0.773 -> 0.851, test 0.658 -> 0.760; `evaluate-logo-detector`). The fused
+>= 0.85, IoU 0.3, badge detector run 5: val 0.773 -> 0.860, test 0.658 -> 0.768; `evaluate-logo-detector`). The fused
 scores are on their own scale, so the threshold is metadata's `photo_conf`, chosen on the
 validation photos; when only one pass runs (an image under the crop size and no vehicle found),
 the score is that pass's own and the crop threshold `conf` applies.
@@ -44,7 +44,7 @@ PASS_FLOOR = 0.01
 FUSE_IOU = 0.5
 # A box overlapping a detected vehicle this much is the vehicle, not its badge: on a photo the
 # whole-image passes sometimes box a whole car (0.44 on one held-out photo whose 29-px badge was
-# missed); held-out photos, fused, at photo_conf: test precision 0.798 -> 0.811, recall unchanged.
+# missed); held-out photos, fused, at photo_conf (run 5): test precision 0.798 -> 0.811, recall unchanged.
 VEHICLE_IOU = 0.5
 
 
