@@ -4,9 +4,9 @@ Every badge reading of a track is a vote, weighted by how much it can be trusted
 classifier's confidence times the badge's sharpness (its width in pixels, saturating at
 `SHARP_BADGE_PX`: a 12-px badge is mostly guesswork, a 40-px one is read reliably). A brand is
 decided once at least `min_votes` readings name a brand and one brand holds at least
-`min_agreement` of their weight (plus the weight of sharp unknown readings, below). A track whose readings keep disagreeing (at least
-`2 * min_votes` named readings without a decision) is settled by its sharpest readings alone,
-when those agree.
+`min_agreement` of their weight (plus the weight of sharp unknown readings, below). A track
+whose readings keep disagreeing (at least `2 * min_votes` named readings without a decision) is
+settled by its sharpest readings alone, when those agree.
 
 An "unknown" reading of a small badge means "could not read" and does not count against a
 brand. One of a sharp badge means the classifier saw it clearly and named no brand (lettering, a

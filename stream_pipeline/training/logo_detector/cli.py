@@ -73,6 +73,15 @@ def _run_imgsz(run_dir: Path) -> int | None:
     return int((yaml.safe_load(args_file.read_text()) or {}).get("imgsz") or 0) or None
 
 
+def _photo_conf_meta(report: dict) -> dict:
+    """metadata.json's detect-logos threshold and its rule, when the evaluation chose one."""
+    choice = report.get("photo_conf_choice")
+    if not choice:
+        return {}
+    return {"photo_conf": report["photo_conf"],
+            "photo_conf_rule": choice["rule"] + " on val whole photos, detect-logos' fused passes (IoU 0.3)"}
+
+
 def _ship(run_dir: Path, imgsz: int, full_imgsz: int = 640) -> int:
     """Install best.pt, export OpenVINO, choose the threshold on val, write metadata."""
     from stream_pipeline.training.logo_detector import evaluate, train
@@ -88,9 +97,7 @@ def _ship(run_dir: Path, imgsz: int, full_imgsz: int = 640) -> int:
     report = evaluate.evaluate(export_dir, full_imgsz=full_imgsz, crop_imgsz=imgsz, folders=folders)
     meta["conf"] = report["conf"]
     meta["conf_rule"] = report["conf_choice"]["rule"] + " on val vehicle crops (IoU 0.5)"
-    if report.get("photo_conf_choice"):
-        meta["photo_conf"] = report["photo_conf"]
-        meta["photo_conf_rule"] = report["photo_conf_choice"]["rule"] + " on val whole photos, detect-logos' fused passes (IoU 0.3)"
+    meta.update(_photo_conf_meta(report))
     meta["train_run"] = run_dir.name
     METADATA_FILE.write_text(json.dumps(meta, indent=1) + "\n")
     evaluate.save_report(report, MODEL_DIR / "evaluation.json")
@@ -130,10 +137,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         meta.update({"conf": report["conf"], "imgsz": report["crop_imgsz"], "full_frame_imgsz": args.full_imgsz})
         for key in ("photo_conf", "photo_conf_rule"):  # another model's photo threshold must not stay
             meta.pop(key, None)
-        if report.get("photo_conf_choice"):
-            meta["photo_conf"] = report["photo_conf"]
-            meta["photo_conf_rule"] = (report["photo_conf_choice"]["rule"]
-                                       + " on val whole photos, detect-logos' fused passes (IoU 0.3)")
+        meta.update(_photo_conf_meta(report))
         METADATA_FILE.write_text(json.dumps(meta, indent=1) + "\n")
         print(f"wrote {METADATA_FILE}")
     return 0
@@ -258,8 +262,8 @@ def add_commands(subparsers) -> None:
         choices=("auto", "crop", "full"),
         default="auto",
         help="auto (default): vehicle crops found by the COCO detector + whole-image passes (+ tiles of the "
-        "crop size on photos over twice that), fused (a badge scores the mean of its two best passes); crop: the image is a vehicle crop (one pass at the crop "
-        "size); full: one pass at 640",
+        "crop size on photos over twice that), fused (a badge scores the mean of its two best passes); "
+        "crop: the image is a vehicle crop (one pass at the crop size); full: one pass at 640",
     )
     d.add_argument("--imgsz", type=int, default=None, help="override the (whole-image) input size")
     d.set_defaults(func=_cmd_detect)

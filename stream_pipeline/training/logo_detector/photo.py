@@ -14,9 +14,9 @@ its score is the mean of its two best passes' scores (`fuse_passes`). A badge se
 is more likely a badge than a box one view alone is sure of, and false boxes (door handles,
 lettering, lamps) are mostly found by one pass. On the held-out street photos this ranks the
 boxes better than keeping each box's best score (held-out whole photos, recall at precision
->= 0.85, IoU 0.3, badge detector run 5: val 0.773 -> 0.860, test 0.658 -> 0.768; `evaluate-logo-detector`). The fused
-scores are on their own scale, so the threshold is metadata's `photo_conf`, chosen on the
-validation photos; when only one pass runs (an image under the crop size and no vehicle found),
+>= 0.85, IoU 0.3, badge detector run 5: val 0.773 -> 0.860, test 0.658 -> 0.768;
+`evaluate-logo-detector`). The fused scores are on their own scale, so the threshold is
+metadata's `photo_conf`, chosen on the validation photos; when only one pass runs (an image under the crop size and no vehicle found),
 the score is that pass's own and the crop threshold `conf` applies.
 """
 
@@ -29,6 +29,7 @@ import numpy as np
 from stream_pipeline.core.errors import ModelError
 from stream_pipeline.core.paths import shared_dir
 from stream_pipeline.core.types import Detections
+from stream_pipeline.training.logo_detector.common import box_iou
 
 VEHICLE_CLASSES = [2, 3, 5, 7]
 # Tiles only on photos this many times the input size: on smaller ones the whole-image passes
@@ -44,7 +45,8 @@ PASS_FLOOR = 0.01
 FUSE_IOU = 0.5
 # A box overlapping a detected vehicle this much is the vehicle, not its badge: on a photo the
 # whole-image passes sometimes box a whole car (0.44 on one held-out photo whose 29-px badge was
-# missed); held-out photos, fused, at photo_conf (run 5): test precision 0.798 -> 0.811, recall unchanged.
+# missed); held-out photos, fused, at photo_conf (run 5): test precision 0.798 -> 0.811, recall
+# unchanged.
 VEHICLE_IOU = 0.5
 
 
@@ -99,8 +101,6 @@ def fuse_passes(passes: list[tuple[np.ndarray, np.ndarray]], iou: float = FUSE_I
     boxes = np.concatenate([b for b, _ in passes]).reshape(-1, 4).astype(np.float32)
     scores = np.concatenate([s for _, s in passes]).astype(np.float32)
     origin = np.repeat(np.arange(len(passes)), sizes)
-    from stream_pipeline.training.logo_detector.common import box_iou
-
     overlap = box_iou(boxes, boxes)
     order = np.argsort(-scores, kind="stable")
     # a box is its own duplicate even when box_iou rounds a degenerate box's self-overlap down
@@ -144,21 +144,18 @@ def detect_in_photo(
     for size in sizes:
         [whole] = detector.detect([image], conf=PASS_FLOOR, imgsz=size)
         passes.append((whole.xyxy, whole.confidence))
-    cut = 0
     found = np.asarray(vehicles(image), np.float32).reshape(-1, 4) if vehicles is not None else np.zeros((0, 4))
-    if len(found):  # one pass: the vehicle crops do not overlap much
-        boxes, scores = [], []
-        for vx1, vy1, vx2, vy2 in found:
-            mw, mh = margin * (vx2 - vx1), margin * (vy2 - vy1)
-            x1, y1 = int(max(0, vx1 - mw)), int(max(0, vy1 - mh))
-            x2, y2 = int(min(w, vx2 + mw)), int(min(h, vy2 + mh))
-            if x2 - x1 < 8 or y2 - y1 < 8:
-                continue
-            [d] = detector.detect([np.ascontiguousarray(image[y1:y2, x1:x2])], conf=PASS_FLOOR)
-            boxes.append(d.xyxy + np.array([x1, y1, x1, y1], np.float32))
-            scores.append(d.confidence)
-            cut += 1
-    if cut:  # a pass that looked at nothing is no vote against
+    boxes, scores = [], []  # the vehicle crops, one pass: they do not overlap much
+    for vx1, vy1, vx2, vy2 in found:
+        mw, mh = margin * (vx2 - vx1), margin * (vy2 - vy1)
+        x1, y1 = int(max(0, vx1 - mw)), int(max(0, vy1 - mh))
+        x2, y2 = int(min(w, vx2 + mw)), int(min(h, vy2 + mh))
+        if x2 - x1 < 8 or y2 - y1 < 8:
+            continue
+        [d] = detector.detect([np.ascontiguousarray(image[y1:y2, x1:x2])], conf=PASS_FLOOR)
+        boxes.append(d.xyxy + np.array([x1, y1, x1, y1], np.float32))
+        scores.append(d.confidence)
+    if boxes:  # a pass that looked at nothing is no vote against
         passes.append(_pooled(boxes, scores))
     windows = tile_windows(w, h, detector.imgsz) if tiles else []
     if windows:
@@ -179,8 +176,6 @@ def detect_in_photo(
     xyxy, fused = fuse_passes(passes)
     keep = fused >= conf
     if len(found) and len(xyxy):
-        from stream_pipeline.training.logo_detector.common import box_iou
-
         keep &= box_iou(xyxy, found).max(axis=1) < VEHICLE_IOU
     xyxy, fused = xyxy[keep], fused[keep]
     order = np.argsort(-fused, kind="stable")
