@@ -157,6 +157,8 @@ def test_enrol_a_brand_from_photos_then_classify_names_it(tmp_path, lancia_photo
     assert result["skipped"]["unreadable"] == [str(bad / "notes.jpg")]
     assert result["skipped"]["tiny"] == [str(bad / "tiny.png")]
     assert result["skipped"]["duplicates"] == [str(bad / "copy_of_first.jpg")]
+    # 9 of these are read as chrysler before (similarity 0.68): a look-alike, not a wrong folder
+    assert result["look_alike"] is None and "match" not in out.stderr
 
     listed = json.loads(run_cli("gallery", "list", "--gallery", str(gallery), "--json").stdout)
     row = next(r for r in listed["brands"] if r["brand"] == "lancia")
@@ -181,6 +183,9 @@ def test_enrol_creates_a_new_gallery_from_the_shipped_one(tmp_path, lancia_photo
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["created"] and result["enrolled"] == 3
+    # the shipped gallery has these photos' brand already, under its own name: the user is told
+    assert result["look_alike"]["brand"] == "lancia" and result["look_alike"]["images"] == 3
+    assert "3 of 3 images match lancia" in out.stderr
     shipped, new = Gallery.load(SHIPPED), Gallery.load(gallery)
     assert len(new.brands) == len(shipped.brands) + 3 and "my-fleet-badge" not in shipped.brand_names
 

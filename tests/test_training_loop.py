@@ -160,3 +160,91 @@ def test_augmentation_worker_exits_when_training_is_killed(tmp_path: Path, share
         raise AssertionError("augmentation worker outlived the killed training process")
     finally:
         parent.kill()
+
+
+def test_sampler_gives_render_identities_of_their_own_only_when_asked(shared: Path):
+    """Metric stage with --metric-render-ids: each `other` catalogue brand is an identity after the
+    brands; the softmax label stays `other`, and non-logo patches have no identity."""
+    from stream_pipeline.training.classifier.dataset import load_catalogue, read_manifest
+    from stream_pipeline.training.classifier.train import TrainSampler
+
+    from stream_pipeline.core.paths import PROJECT_ROOT
+
+    records = read_manifest(PROJECT_ROOT / "models" / "brand_classifier" / "split_manifest.csv")
+    train = [r for r in records if r.split == "train"]
+    pick = ([r for r in train if r.brand == "bmw" and r.source == "logo-boxes"][:3]
+            + [r for r in train if r.brand == "audi"][:2] + [r for r in train if r.brand == "other"][:2])
+    catalogue = load_catalogue(shared)
+    others = [s for s in ("abarth", "alpina", "amc") if s in catalogue]
+    assert len(others) == 3
+    info = {"classes": ["audi", "bmw"], "catalogue": {"other_train": others}}
+    labels = ["audi", "bmw", "other"]
+
+    def draw(render_identities):
+        sampler = TrainSampler(shared, pick, info, labels, 64, seed=3, render_identities=render_identities)
+        views = sampler()
+        return [next(views)[1:] for _ in range(400)]  # (label, class weight, identity)
+
+    with_ids = draw(30)
+    pairs = {(y, i) for y, _w, i in with_ids}
+    assert {(0, 0), (1, 1)} <= pairs  # a brand's identity is its label
+    assert {(2, 3), (2, 4)} <= pairs  # renders: label `other`, identity 2 + k
+    assert (2, -1) in pairs  # the non-logo patches
+    assert all(i == -1 or (y < 2 and i == y) or (y == 2 and 2 <= i < 5) for y, _w, i in with_ids)
+    without = draw(0)
+    assert {i for y, _w, i in without if y == 2} == {-1}
+
+
+def test_cosface_loss_with_render_identities():
+    """A render identity's row is scored against its own centre; a row of no identity adds nothing,
+    and the open-set target spreads an `other` patch over the brands only."""
+    from stream_pipeline.training.classifier.metric import cosface_loss
+    from stream_pipeline.training.classifier.train import configure_tf
+
+    configure_tf(1)
+    import keras
+
+    n_brands, n_centres = 2, 4
+    cos = np.array([[0.9, 0.1, 0.0, 0.0],   # brand 0, near its centre
+                    [0.0, 0.0, 0.1, 0.9],   # render identity 3, near its centre
+                    [0.0, 0.0, 0.9, 0.1],   # render identity 3, near the wrong one
+                    [0.3, 0.3, 0.9, 0.9]],  # non-logo patch (no identity)
+                   np.float32)
+    y = np.zeros((4, n_centres + 1), np.float32)
+    y[0, 0] = y[1, 3] = y[2, 3] = 1.0
+    y[1, 4] = y[2, 4] = y[3, 4] = 1.0  # the `other` bit of the softmax label
+    loss = keras.ops.convert_to_numpy(cosface_loss(n_brands, 30.0, 0.35, n_centres=n_centres)(y, cos))
+    assert loss[1] < 1.0 < loss[2]
+    assert loss[3] == 0.0
+    open_set = keras.ops.convert_to_numpy(cosface_loss(n_brands, 30.0, 0.35, True, n_centres)(y, cos))
+    assert np.allclose(open_set[:3], loss[:3])  # identity rows are not `other` patches
+    assert open_set[3] > 10  # uniform over the 2 brands, but the cosines favour the render centres
+
+
+def test_centres_start_at_the_mean_embedding_of_their_views():
+    from stream_pipeline.training.classifier.metric import init_centres_from_views
+    from stream_pipeline.training.classifier.train import configure_tf
+
+    configure_tf(1)
+    import keras
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((6,))
+    emb = keras.layers.UnitNormalization()(keras.layers.Dense(4, use_bias=False)(inputs))
+    cos = keras.layers.Dense(5, use_bias=False, kernel_constraint=keras.constraints.UnitNorm(axis=0), name="cos")(emb)
+    model, export = keras.Model(inputs, cos), keras.Model(inputs, [inputs, emb])
+    points = rng.normal(size=(3, 6)).astype(np.float32)  # identities 0-2; 3 and 4 never drawn
+
+    def batches():
+        while True:
+            ids = rng.integers(-1, 3, 16)
+            x = points[np.maximum(ids, 0)] + rng.normal(0, 0.01, (16, 6)).astype(np.float32)
+            yield x, ids, np.ones(16, np.float32), ids
+
+    before = model.get_layer("cos").get_weights()[0].copy()
+    assert init_centres_from_views(model, export, batches, 5, steps=10) == 3
+    after = model.get_layer("cos").get_weights()[0]
+    want = np.asarray(export.predict(points, verbose=0)[1])
+    assert np.allclose(after[:, :3].T, want, atol=0.02)
+    assert np.array_equal(after[:, 3:], before[:, 3:])

@@ -15,7 +15,10 @@ import hashlib
 import json
 import logging
 import shutil
+from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 from stream_pipeline.core.errors import UserError
 
@@ -156,6 +159,32 @@ def _load_or_create(path: Path):
     return Gallery.load(path), True
 
 
+# Mean similarity from which images matched to another brand are taken to show that brand.
+# Close-ups of a brand against its own references: 0.74-0.98 (mean per brand, 33 brands, 10
+# photos each); of a brand new to the gallery against the brand they are drawn to: 0.44-0.68
+# (lancia photos read as chrysler: 0.68), which is a look-alike, not a mistake.
+LOOK_ALIKE_SIMILARITY = 0.75
+
+
+def _look_alike(gallery, embeddings, brand: str) -> dict | None:
+    """The other brand that most of the images already match closely before enrolment (a wrong
+    folder, another name of a brand the gallery has): more than half of them, at a mean
+    similarity of LOOK_ALIKE_SIMILARITY or more; else None."""
+    from stream_pipeline.core.types import UNKNOWN_BRAND
+
+    preds = gallery.match(embeddings)
+    names = Counter(p.brand for p in preds if p.brand not in (UNKNOWN_BRAND, brand))
+    if not names:
+        return None
+    other, n = names.most_common(1)[0]
+    if 2 * n <= len(preds):
+        return None
+    similarity = float(np.mean([p.confidence for p in preds if p.brand == other]))
+    if similarity < LOOK_ALIKE_SIMILARITY:
+        return None
+    return {"brand": other, "images": n, "similarity": round(similarity, 3)}
+
+
 def cmd_enroll(args) -> int:
     from stream_pipeline.brands.classifier import BrandClassifier
     from stream_pipeline.brands.gallery import check_slug
@@ -178,11 +207,17 @@ def cmd_enroll(args) -> int:
         near = sorted(b for b in gallery.brand_names if b.startswith(brand + "-") or brand.startswith(b + "-"))
         if near:
             log.warning("the gallery already has %s; %r will be a separate brand", ", ".join(near), brand)
-    gallery.add(brand, clf.embed(images), "enrolled", keys)
+    embeddings = clf.embed(images)
+    look_alike = _look_alike(gallery, embeddings, brand)
+    if look_alike:
+        log.warning("%d of %d images match %s already in the gallery (similarity %.2f): check that they show %s; "
+                    "enrolled anyway", look_alike["images"], len(images), look_alike["brand"],
+                    look_alike["similarity"], brand)
+    gallery.add(brand, embeddings, "enrolled", keys)
     gallery.save(path)
     result = {"brand": brand, "gallery": str(path), "created": created, "enrolled": len(images),
               "references_before": before, "references_now": int((gallery.brands == brand).sum()),
-              "skipped": {k: v for k, v in report.items() if v}}
+              "skipped": {k: v for k, v in report.items() if v}, "look_alike": look_alike}
     if args.json:
         print(json.dumps(result))
     else:

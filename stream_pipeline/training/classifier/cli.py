@@ -88,7 +88,8 @@ def _cmd_train(args) -> int:
                 epochs=args.e2e_epochs, steps_per_epoch=args.e2e_steps, seed=args.seed, threads=args.threads,
                 model_dir=_model_dir(args), lr=args.e2e_lr, plateau_patience=args.plateau_patience,
                 budget_s=args.e2e_budget_min * 60 if args.e2e_budget_min else None, open_set=args.metric_open_set,
-                margin=args.metric_margin, metric_weight=args.metric_weight)
+                margin=args.metric_margin, metric_weight=args.metric_weight,
+                render_identities=args.metric_render_ids)
     elif args.ship_only:
         if args.arch != "mobilenet":
             raise UserError("--ship-only applies to --arch mobilenet")
@@ -249,6 +250,10 @@ def add_commands(subparsers) -> None:
     p.add_argument("--metric-weight", type=float, default=0.5, help="with --metric-dim: CosFace loss weight (softmax: 1)")
     p.add_argument("--metric-open-set", action="store_true",
                    help="with --metric-dim: `other` views pushed equally far from every brand centre (entropic open-set loss)")
+    p.add_argument("--metric-render-ids", type=float, default=0.0, metavar="W",
+                   help="with --metric-dim: each `other` catalogue brand of the training split is an identity of its "
+                        "own for the embedding (the softmax still says `other`), its renders drawn with weight W "
+                        "(a class's renders: 40)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for TensorFlow")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--resume", action="store_true", help="reuse cached features / finished stages / checkpoints")

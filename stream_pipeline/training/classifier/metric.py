@@ -7,7 +7,10 @@ brand lands close to look-alike trained brands and cannot be told apart by dista
 second head beside the softmax: a 256-d projection of the pooled features, L2-normalised, and a
 CosFace loss (cosine to a learned centre per brand, minus a margin for the true brand) that pulls
 a brand's crops together and pushes brands apart by angle. `other` views train the softmax only
-(or, `open_set`, are pushed to be equally far from every brand centre).
+(or, `open_set`, are pushed to be equally far from every brand centre). With render identities,
+each `other` catalogue brand of the training split gets a centre of its own too: the embedding
+then learns to tell apart a few hundred logo shapes, not 47, which is what a brand it never saw
+(rejection, enrolment) needs; the softmax still calls them all `other`.
 
 The exported model has two outputs, softmax and embedding; the runtime (brands/classifier.py)
 uses the embedding output when the IR has one.
@@ -55,9 +58,10 @@ def _load_metric_classifier(export, path: Path, labels: list[str]) -> bool:
     return True
 
 
-def build_metric_model(n_labels: int, size: int, dim: int, weights: str | None = None):
+def build_metric_model(n_labels: int, size: int, dim: int, weights: str | None = None, extra_identities: int = 0):
     """(training model: softmax + cosine-to-centre outputs, export model: softmax + embedding,
-    the plain softmax model, the backbone); all share the same layers."""
+    the plain softmax model, the backbone); all share the same layers. The centres are the
+    brands' plus `extra_identities` more (render identities)."""
     import keras
 
     full, _top, _lower, base, _tp, _head = train.build_mobilenet(n_labels, weights, size)
@@ -68,36 +72,69 @@ def build_metric_model(n_labels: int, size: int, dim: int, weights: str | None =
     projection = keras.layers.Dense(dim, use_bias=False, name="embed_projection")
     emb = keras.layers.UnitNormalization(name="embedding")(projection(pooled))
     # brand centres, one unit column each; `other` has none (it is not one look)
-    cos = keras.layers.Dense(n_labels - 1, use_bias=False, kernel_constraint=keras.constraints.UnitNorm(axis=0),
+    cos = keras.layers.Dense(n_labels - 1 + extra_identities, use_bias=False, kernel_constraint=keras.constraints.UnitNorm(axis=0),
                              name="cos")(emb)
     training_model = keras.Model(inputs, {"brand": probs, "cos": cos}, name="brand_metric_training")
     export_model = keras.Model(inputs, [probs, emb], name="brand_classifier")
     return training_model, export_model, full, base
 
 
-def cosface_loss(n_brands: int, scale: float, margin: float, open_set: bool = False):
+def cosface_loss(n_brands: int, scale: float, margin: float, open_set: bool = False, n_centres: int | None = None):
     """CosFace: cross-entropy over scale * (cosine - margin on the true brand). Labels are one-hot
-    over brands + `other`: an `other` row has no brand bit, so it contributes zero. With
+    over the `n_centres` identities (the brands first, then any render identities) + an `other`
+    bit: a row of no identity contributes zero. With
     `open_set`, an `other` view (a logo of no class, a non-logo patch) gets the uniform target
     over the brands instead (entropic open-set loss): alike to every brand centre, so near none.
     Tried on the shipped data: it made validation `other` renders less uniform, not more (model card)."""
     import keras
 
+    n_ids = n_centres or n_brands
+
     def loss(y_true, cos):
-        y = y_true[:, :n_brands]
-        target = y + y_true[:, n_brands:n_brands + 1] / n_brands if open_set else y
+        y = y_true[:, :n_ids]
+        target = y
+        if open_set:  # an `other` view of no identity: uniform over the brands
+            other = y_true[:, n_ids:n_ids + 1] * (1.0 - keras.ops.sum(y, axis=1, keepdims=True))
+            uniform = keras.ops.concatenate([keras.ops.ones_like(y[:, :n_brands]) / n_brands,
+                                             keras.ops.zeros_like(y[:, n_brands:])], axis=1)
+            target = y + other * uniform
         return keras.losses.categorical_crossentropy(target, scale * (cos - margin * y), from_logits=True)
 
     return loss
 
 
+def init_centres_from_views(model, export, batches, n_centres: int, steps: int = 80) -> int:
+    """Each identity's centre set to the mean embedding of its views in `steps` training batches
+    (the untouched random ones stay for identities not drawn). A random centre makes the CosFace
+    loss huge, and its gradient wrecks the backbone in the first end-to-end steps; a trained
+    projection's embeddings already cluster by brand. Returns how many centres were set."""
+    import numpy as np
+
+    sums = np.zeros((n_centres, export.outputs[1].shape[-1]), np.float64)
+    counts = np.zeros(n_centres, np.int64)
+    stream = batches()
+    for _ in range(steps):
+        x, _y, _w, ids = next(stream)
+        emb = np.asarray(export.predict(x, verbose=0, batch_size=len(x))[1])
+        keep = ids >= 0
+        np.add.at(sums, ids[keep], emb[keep])
+        np.add.at(counts, ids[keep], 1)
+    layer = model.get_layer("cos")
+    kernel = np.asarray(layer.get_weights()[0]).copy()  # (dim, n_centres)
+    seen = counts > 0
+    means = sums[seen] / np.linalg.norm(sums[seen], axis=1, keepdims=True)
+    kernel[:, seen] = means.T
+    layer.set_weights([kernel.astype(np.float32)])
+    return int(seen.sum())
+
+
 def _compile(model, n_brands: int, lr: float, metric_weight: float, scale: float, margin: float,
-             open_set: bool = False) -> None:
+             open_set: bool = False, n_centres: int | None = None) -> None:
     import keras
 
     model.compile(optimizer=keras.optimizers.Adam(lr),
                   loss={"brand": keras.losses.CategoricalCrossentropy(label_smoothing=0.05),
-                        "cos": cosface_loss(n_brands, scale, margin, open_set)},
+                        "cos": cosface_loss(n_brands, scale, margin, open_set, n_centres)},
                   loss_weights={"brand": 1.0, "cos": metric_weight},
                   metrics={"brand": ["accuracy"]})
 
@@ -107,9 +144,12 @@ def train_metric_end_to_end(shared: Path, init_from: Path | None, size: int = 16
                             budget_s: float | None = None, seed: int = 1337, threads: int = 2,
                             model_dir: Path = train.MODEL_DIR, lr: float = 1e-4, metric_weight: float = 0.5,
                             scale: float = 30.0, margin: float = 0.25, plateau_patience: int = 3,
-                            open_set: bool = False) -> dict:
-    """Warm-up: the new projection and centres alone on the frozen classifier; then every
-    convolution (BatchNorm frozen) with both losses. Resumes from its best checkpoint."""
+                            open_set: bool = False, render_identities: float = 0.0) -> dict:
+    """Warm-up: the new projection and centres alone on the frozen classifier (the centres alone
+    when `init_from` is a metric classifier already: its projection is trained); then every
+    convolution (BatchNorm frozen) with both losses. Resumes from its best checkpoint.
+    `render_identities` > 0: every `other` training catalogue brand is an identity of its own,
+    its renders drawn with that weight (TrainSampler)."""
     train.configure_tf(threads)
     import keras
 
@@ -120,13 +160,17 @@ def train_metric_end_to_end(shared: Path, init_from: Path | None, size: int = 16
     ckpt_dir = train.WORK_DIR / CKPT_SUBDIR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     best, csv_log = checkpoint_files(ckpt_dir, size, dim)
-    model, export, full, base = build_metric_model(n, size, dim, str(shared / train.MOBILENET_WEIGHTS))
+    extra = len(info["catalogue"]["other_train"]) if render_identities else 0
+    n_centres = n - 1 + extra
+    model, export, full, base = build_metric_model(n, size, dim, str(shared / train.MOBILENET_WEIGHTS), extra)
     resuming = best.is_file()
+    projection_trained = False
     if resuming:
         model.load_weights(best)
         log.info("resuming the metric stage from %s", best)
     elif init_from is not None:
-        if not _load_metric_classifier(export, Path(init_from), labels):
+        projection_trained = _load_metric_classifier(export, Path(init_from), labels)
+        if not projection_trained:
             train._load_saved_classifier(full, Path(init_from), labels)
         log.info("metric stage at %d px starts from %s", size, init_from)
     else:
@@ -135,30 +179,51 @@ def train_metric_end_to_end(shared: Path, init_from: Path | None, size: int = 16
     # written now, not at the end: a run stopped by hand is still shipped with its settings
     settings_file(ckpt_dir, size, dim).write_text(json.dumps(
         {"dim": dim, "scale": scale, "margin": margin, "metric_weight": metric_weight, "size": size,
-         "open_set": open_set, "init_from": str(init_from) if init_from else None}))
+         "open_set": open_set, "render_identities": render_identities,
+         "init_from": str(init_from) if init_from else None}))
     xv, yv = train.validation_views(shared, records, info, labels, size, seed)
-    validation = (xv, {"brand": yv, "cos": yv})
 
-    def targets(y1h):
-        return {"brand": y1h, "cos": y1h}
+    def cos_target(y1h, ids):
+        """identity one-hot (brands, then render identities) + the `other` bit"""
+        import numpy as np
+
+        ident = np.zeros((len(y1h), n_centres), np.float32)
+        if ids is None:
+            ident[:, :n - 1] = y1h[:, :n - 1]
+        else:
+            rows = np.flatnonzero(ids >= 0)
+            ident[rows, ids[rows]] = 1.0
+        return np.concatenate([ident, y1h[:, n - 1:]], axis=1)
+
+    # validation `other` renders are of other brands than the training identities: no identity
+    validation = (xv, {"brand": yv, "cos": cos_target(yv, None)})
+
+    def targets(y, ids):
+        if ids is None:  # sample weights
+            return {"brand": y, "cos": y}
+        return {"brand": y, "cos": cos_target(y, ids)}
 
     hist: dict = {}
     t0 = time.time()
     views_seed = seed + 11 + train.epochs_logged(csv_log)
-    with train.BackgroundBatches(shared, model_dir, size, views_seed) as batches:
+    frozen_in_warmup = {"brand", "head_dropout", "to_unit", "gap"} | ({"embed_projection"} if projection_trained else set())
+    with train.BackgroundBatches(shared, model_dir, size, views_seed, render_identities=render_identities) as batches:
+        if not resuming:
+            log.info("centres set from the embeddings of training views: %d of %d",
+                     init_centres_from_views(model, export, batches, n_centres), n_centres)
         if not resuming and warmup_epochs:
             base.trainable = False
             for layer in model.layers:
-                if layer.name in ("brand", "head_dropout", "to_unit", "gap"):
+                if layer.name in frozen_in_warmup:
                     layer.trainable = False
-            _compile(model, n - 1, 1e-3, metric_weight, scale, margin, open_set)
+            _compile(model, n - 1, 1e-3, metric_weight, scale, margin, open_set, n_centres)
             log.info("warm-up: projection and brand centres on the frozen classifier")
             train.fit_from_batches(model, batches, n, warmup_epochs, steps_per_epoch, validation, [],
                                    targets=targets)
         for layer in model.layers:
             layer.trainable = True
         train.unfreeze_convolutions(base)
-        _compile(model, n - 1, lr, metric_weight, scale, margin, open_set)
+        _compile(model, n - 1, lr, metric_weight, scale, margin, open_set, n_centres)
         if not best.is_file():
             model.save_weights(str(best))
         start = model.evaluate(xv, validation[1], verbose=0, batch_size=64, return_dict=True)
@@ -188,7 +253,10 @@ def finalize_metric(shared: Path, size: int = 160, dim: int = 256, threads: int 
     best, log_file = checkpoint_files(ckpt_dir, size, dim)
     if not best.is_file():
         raise UserError(f"no metric checkpoint at {size} px: {best} (train first, or pass the right --e2e-size)")
-    model, export, full, _base = build_metric_model(len(labels), size, dim)
+    settings = settings_file(ckpt_dir, size, dim)
+    metric_settings = json.loads(settings.read_text()) if settings.is_file() else {"dim": dim}
+    extra = len(info["catalogue"]["other_train"]) if metric_settings.get("render_identities") else 0
+    model, export, full, _base = build_metric_model(len(labels), size, dim, extra_identities=extra)
     model.load_weights(best)
     history: dict[str, list] = {}
     if log_file.is_file():
@@ -204,8 +272,7 @@ def finalize_metric(shared: Path, size: int = 160, dim: int = 256, threads: int 
                                         export_model=export)
     metadata["architecture"] = (f"MobileNetV2 1.0 (ImageNet) + GAP + dropout 0.3 + dense softmax; embedding: "
                                 f"{dim}-d projection of the pooled features, L2-normalised (CosFace-trained)")
-    settings = settings_file(ckpt_dir, size, dim)
-    metadata["metric"] = json.loads(settings.read_text()) if settings.is_file() else {"dim": dim}
+    metadata["metric"] = metric_settings
     metadata["embedding_output"] = 1  # output index of the embedding (the runtime checks it)
     (model_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
     return metadata

@@ -555,9 +555,15 @@ def domain_balanced_weights(recs: list[Record]) -> list[float]:
 
 class TrainSampler:
     """Endless stream of augmented training views, drawn with the same per-class balance as the
-    feature cache (street crops 3x), plus catalogue renders of classes and `other` brands."""
+    feature cache (street crops 3x), plus catalogue renders of classes and `other` brands.
 
-    def __init__(self, shared: Path, records: list[Record], info: dict, labels: list[str], size: int, seed: int):
+    Each view also carries an identity for the metric stage: its brand, or with
+    `render_identities` > 0 each `other` catalogue brand its own identity (numbered after the
+    brands, in `info["catalogue"]["other_train"]` order) drawn with that weight instead of
+    OTHER_RENDERS; -1 for views of no identity (non-logo patches, `other` renders otherwise)."""
+
+    def __init__(self, shared: Path, records: list[Record], info: dict, labels: list[str], size: int, seed: int,
+                 render_identities: float = 0.0):
         from stream_pipeline.training.classifier.augment import read_rgba
 
         self.size = size
@@ -576,17 +582,20 @@ class TrainSampler:
                 cx2, cy2 = min(img.shape[1], int(x2 + 0.6 * w) + 1), min(img.shape[0], int(y2 + 0.6 * h) + 1)
                 img = img[cy1:cy2, cx1:cx2].copy()
                 box = (x1 - cx1, y1 - cy1, x2 - cx1, y2 - cy1)
-            self.items.append(("img", img, box, self.index[r.brand], r.domain))
+            y = self.index[r.brand]
+            self.items.append(("img", img, box, y, r.domain, -1 if r.brand == OTHER_CLASS else y))
             weights.append(weight)
         catalogue = load_catalogue(shared)
         for c in info["classes"]:
             if c in catalogue:
-                self.items.append(("logo", read_rgba(catalogue[c]), None, self.index[c], "render"))
+                self.items.append(("logo", read_rgba(catalogue[c]), None, self.index[c], "render", self.index[c]))
                 weights.append(float(CATALOGUE_RENDERS))
-        for s in info["catalogue"]["other_train"]:
+        n_brands = len(labels) - 1
+        for k, s in enumerate(info["catalogue"]["other_train"]):
             if s in catalogue:
-                self.items.append(("logo", read_rgba(catalogue[s]), None, self.index[OTHER_CLASS], "render"))
-                weights.append(float(OTHER_RENDERS))
+                identity = n_brands + k if render_identities else -1
+                self.items.append(("logo", read_rgba(catalogue[s]), None, self.index[OTHER_CLASS], "render", identity))
+                weights.append(float(render_identities or OTHER_RENDERS))
         w = np.asarray(weights, np.float64)
         self.p = w / w.sum()
         self.backgrounds = _street_backgrounds(shared, records, self.rng)
@@ -598,16 +607,17 @@ class TrainSampler:
         from stream_pipeline.training.classifier.augment import augment_sample, render_logo
 
         while True:
-            kind, img, box, y, domain = self.items[int(self.rng.choice(len(self.items), p=self.p))]
+            kind, img, box, y, domain, identity = self.items[int(self.rng.choice(len(self.items), p=self.p))]
             if kind == "img":
                 view = augment_sample(img, box, self.rng, self.size, domain)
             else:
                 view = render_logo(img, self.backgrounds[int(self.rng.integers(len(self.backgrounds)))], self.rng,
                                    self.size)
-            yield view[:, :, ::-1].astype(np.float32), y, self.class_weight[y]
+            yield view[:, :, ::-1].astype(np.float32), y, self.class_weight[y], identity
 
 
-def _sampler_worker(queue, shared: Path, model_dir: Path, size: int, seed: int, batch: int) -> None:
+def _sampler_worker(queue, shared: Path, model_dir: Path, size: int, seed: int, batch: int,
+                    render_identities: float = 0.0) -> None:
     """Runs in its own process: augmentation (Python + OpenCV) then overlaps the TensorFlow step
     instead of taking turns with it under the GIL. Sends the class weights, then batches forever."""
     import multiprocessing as mp
@@ -617,7 +627,8 @@ def _sampler_worker(queue, shared: Path, model_dir: Path, size: int, seed: int, 
 
     cv2.setNumThreads(1)
     records, info = load_dataset_info(model_dir)
-    sampler = TrainSampler(shared, records, info, list(info["classes"]) + [OTHER_CLASS], size, seed)
+    sampler = TrainSampler(shared, records, info, list(info["classes"]) + [OTHER_CLASS], size, seed,
+                           render_identities)
     parent = mp.parent_process()
 
     def put(item) -> bool:
@@ -636,8 +647,8 @@ def _sampler_worker(queue, shared: Path, model_dir: Path, size: int, seed: int, 
         return
     views = sampler()
     while True:
-        xs, ys = zip(*((v, y) for v, y, _w in (next(views) for _ in range(batch))))
-        if not put((np.stack(xs).astype(np.uint8), np.asarray(ys, np.int32))):
+        xs, ys, ids = zip(*((v, y, i) for v, y, _w, i in (next(views) for _ in range(batch))))
+        if not put((np.stack(xs).astype(np.uint8), np.asarray(ys, np.int32), np.asarray(ids, np.int32))):
             return
 
 
@@ -645,12 +656,14 @@ class BackgroundBatches:
     """Augmented training batches produced by a worker process (spawned, not forked: the parent
     already runs TensorFlow threads). Use as a context manager so the worker never outlives training."""
 
-    def __init__(self, shared: Path, model_dir: Path, size: int, seed: int, batch: int = 32, prefetch: int = 6):
+    def __init__(self, shared: Path, model_dir: Path, size: int, seed: int, batch: int = 32, prefetch: int = 6,
+                 render_identities: float = 0.0):
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
         self.queue = ctx.Queue(maxsize=prefetch)
-        self.process = ctx.Process(target=_sampler_worker, args=(self.queue, shared, model_dir, size, seed, batch),
+        self.process = ctx.Process(target=_sampler_worker,
+                                   args=(self.queue, shared, model_dir, size, seed, batch, render_identities),
                                    daemon=True, name="augment")
         self.size, self.batch = size, batch
 
@@ -665,9 +678,9 @@ class BackgroundBatches:
 
     def __call__(self):
         while True:
-            x, y = self.queue.get(timeout=600)
+            x, y, ids = self.queue.get(timeout=600)
             # the views are RGB already (TrainSampler flips BGR)
-            yield x.astype(np.float32), y, self.class_weight[y]
+            yield x.astype(np.float32), y, self.class_weight[y], ids
 
 
 def epochs_logged(csv_log: Path) -> int:
@@ -681,7 +694,8 @@ def epochs_logged(csv_log: Path) -> int:
 def fit_from_batches(model, batches, n_classes: int, epochs: int, steps_per_epoch: int, validation: tuple,
                      callbacks: list, targets=None) -> dict[str, list[float]]:
     """`model.fit` for an endless batch iterator, with the usual Keras callbacks. `targets` maps
-    the one-hot labels to what a multi-output model takes (and sample weights likewise).
+    the one-hot labels (and the batch's identities) to what a multi-output model takes (and
+    sample weights likewise).
 
     Not tf.data: `Dataset.from_generator` halved the training step rate on 2 cores (its Python
     callback contends with the step); `train_on_batch` runs at the full rate."""
@@ -697,10 +711,11 @@ def fit_from_batches(model, batches, n_classes: int, epochs: int, steps_per_epoc
         t0 = time.time()
         sums: dict[str, float] = {}
         for _ in range(steps_per_epoch):
-            x, y, w = next(stream)
+            x, y, w, *identities = next(stream)  # BackgroundBatches adds the views' identities
+            ids = identities[0] if identities else None
             y1h = keras.utils.to_categorical(y, n_classes)
-            logs = model.train_on_batch(x, targets(y1h) if targets else y1h,
-                                        sample_weight=targets(w) if targets else w, return_dict=True)
+            logs = model.train_on_batch(x, targets(y1h, ids) if targets else y1h,
+                                        sample_weight=targets(w, None) if targets else w, return_dict=True)
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
         logs = {k: v / steps_per_epoch for k, v in sums.items()}
