@@ -42,7 +42,7 @@ def _frame(name: str, index: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def models():
     from stream_pipeline.brands.logo_detector import LogoDetector
-    from stream_pipeline.training.logo_detector.photo import VehicleFinder
+    from stream_pipeline.brands.photo import VehicleFinder
 
     return VehicleFinder(), LogoDetector.load()
 

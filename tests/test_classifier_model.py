@@ -198,3 +198,26 @@ def test_rejection_rule_and_its_calibration():
     assert o_only == 1.0 and o < 1.0
     assert cal["rejected_total"] <= 0.04
     assert cal["val_unknown_rejected"] > 0.9
+
+
+@needs_shared
+def test_evaluation_crops_are_cut_as_the_pipeline_cuts_badges(test_records):
+    """The figures in the model card are measured on the crops the pipeline feeds the
+    classifier: the same box, with more context for small badges (badge_margin)."""
+    import cv2
+
+    from stream_pipeline.brands.classifier import BADGE_MARGIN, SMALL_BADGE_MARGIN, SMALL_BADGE_PX, badge_margin
+    from stream_pipeline.brands.recognizer import crop
+
+    street = [r for r in test_records if r.domain == "street" and r.box is not None]
+    small = [r for r in street if r.box[2] - r.box[0] < SMALL_BADGE_PX][:6]
+    wide = [r for r in street if r.box[2] - r.box[0] >= 2 * SMALL_BADGE_PX][:6]
+    assert len(small) == len(wide) == 6
+    for r, margin in [(r, SMALL_BADGE_MARGIN) for r in small] + [(r, BADGE_MARGIN) for r in wide]:
+        width = r.box[2] - r.box[0]
+        assert badge_margin(width) == margin
+        evaluated = load_record_image(SHARED, r)
+        cut, _ = crop(cv2.imread(str(SHARED / r.path)), np.array(r.box, np.float32), badge_margin(width))
+        assert abs(evaluated.shape[0] - cut.shape[0]) <= 2 and abs(evaluated.shape[1] - cut.shape[1]) <= 2
+        # the margin really is there: the crop is wider than the box by about 2 x margin
+        assert abs(evaluated.shape[1] - width * (1 + 2 * margin)) <= 2 or evaluated.shape[1] < width * (1 + 2 * margin)

@@ -280,8 +280,8 @@ def test_trained_brands_are_named_by_whichever_the_gallery_says(shared):
 def test_enrol_detect_badge_cuts_the_labelled_badge_from_whole_street_photos(tmp_path, shared):
     """`enroll --detect-badge` on whole street photos (held-out test split of the badge detector):
     each reference is the labelled badge, not a lamp or a plate; a photo without one is reported."""
-    from stream_pipeline.brands.classifier import BrandClassifier
-    from stream_pipeline.brands.recognizer import BADGE_MARGIN, crop
+    from stream_pipeline.brands.classifier import BrandClassifier, badge_margin
+    from stream_pipeline.brands.recognizer import crop
     from stream_pipeline.training.logo_detector.dataset import samples_by_split
 
     photos = [s for s in samples_by_split()["test"] if s.key.startswith("logo-boxes/") and len(s.boxes) == 1
@@ -296,9 +296,8 @@ def test_enrol_detect_badge_cuts_the_labelled_badge_from_whole_street_photos(tmp
     assert result["skipped"]["no_badge_found"] == [str(blank)]
     assert result["enrolled"] >= 5, result
     clf = BrandClassifier.load()
-    margin = float(clf.metadata.get("crop_margin", BADGE_MARGIN))
-    labelled = np.stack([clf.embed([crop(cv2.imread(str(s.image)), np.array(s.boxes[0].xyxy(), np.float32), margin)[0]])[0]
-                         for s in photos])
+    labelled = np.stack([clf.embed([crop(cv2.imread(str(s.image)), np.array(s.boxes[0].xyxy(), np.float32),
+                                         badge_margin(s.boxes[0].w))[0]])[0] for s in photos])
     labelled /= np.linalg.norm(labelled, axis=1, keepdims=True)
     g = Gallery.load(gallery)
     refs = g.embeddings[g.brands == "street-test"]

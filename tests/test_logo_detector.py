@@ -187,7 +187,7 @@ def test_detect_logos_finds_small_badges_in_a_large_photo(tmp_path, capsys, dete
     """12 held-out street photos (badges ~20 px) in one 1920x1440 image: the whole-image pass
     at 640 shrinks the badges 3x, so tiles at the detector's size must find what it misses."""
     from stream_pipeline.training.logo_detector.dataset import samples_by_split
-    from stream_pipeline.training.logo_detector.photo import VehicleFinder, detect_in_photo
+    from stream_pipeline.brands.photo import VehicleFinder, detect_in_photo
 
     photos = [s for s in samples_by_split()["test"] if s.key.startswith("logo-boxes/")][:12]
     canvas, labels = _mosaic(photos)
@@ -209,7 +209,7 @@ def test_detect_logos_finds_small_badges_in_a_large_photo(tmp_path, capsys, dete
 
 
 def test_fused_passes_rank_a_badge_two_views_found_above_a_box_one_view_is_sure_of():
-    from stream_pipeline.training.logo_detector.photo import fuse_passes
+    from stream_pipeline.brands.photo import fuse_passes
 
     badge = np.array([[100, 100, 120, 118]], np.float32)
     handle = np.array([[300, 200, 330, 210]], np.float32)
@@ -230,7 +230,7 @@ def test_fused_passes_rank_a_badge_two_views_found_above_a_box_one_view_is_sure_
 @needs_shared
 def test_detect_logos_on_heldout_whole_photos_finds_most_badges_at_its_photo_threshold(detector):
     """detect-logos' own path (fused passes, metadata's photo_conf) on 30 held-out street photos."""
-    from stream_pipeline.training.logo_detector.photo import VehicleFinder, detect_in_photo
+    from stream_pipeline.brands.photo import VehicleFinder, detect_in_photo
 
     samples = _heldout_samples(30, min_side=12)
     finder = VehicleFinder()
@@ -249,7 +249,7 @@ def test_a_pass_that_looked_at_nothing_is_no_vote_against(detector):
     """A vehicle crop under the crop size (one whole-image pass) and a vehicle finder that finds
     nothing: the boxes are the detector's own at its crop threshold, not halved by an empty pass."""
     from stream_pipeline.training.logo_detector.dataset import vehicle_crops
-    from stream_pipeline.training.logo_detector.photo import detect_in_photo
+    from stream_pipeline.brands.photo import detect_in_photo
 
     class NoVehicles:
         def __call__(self, image):

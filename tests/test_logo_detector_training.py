@@ -89,7 +89,8 @@ def test_badge_swap_replaces_the_badge_in_place():
 
     import cv2
 
-    from stream_pipeline.training.logo_detector.common import box_iou, load_samples
+    from stream_pipeline.core.geometry import box_iou
+    from stream_pipeline.training.logo_detector.common import load_samples
     from stream_pipeline.training.logo_detector.synth import _load_logo, swap_badges
 
     sample = next(s for s in load_samples(["logo-boxes"]) if len(s.boxes) == 1 and s.boxes[0].w >= 30)

@@ -109,12 +109,12 @@ def _crop_badges(images: list, paths: list[Path], report: dict) -> tuple[list, l
     """The most confident badge of each photo, found as `detect-logos` finds it (whole-image
     passes, the COCO vehicles' crops and tiles, fused; vehicles skipped without ../shared) and
     cut as the pipeline cuts it."""
-    from stream_pipeline.brands.classifier import BrandClassifier
+    from stream_pipeline.brands.classifier import BADGE_MARGIN, BrandClassifier, badge_margin
     from stream_pipeline.brands.logo_detector import LogoDetector
-    from stream_pipeline.brands.recognizer import BADGE_MARGIN, crop
+    from stream_pipeline.brands.recognizer import crop
     from stream_pipeline.core.config import BrandsConfig
     from stream_pipeline.core.paths import resolve_model_path
-    from stream_pipeline.training.logo_detector.photo import VehicleFinder, detect_in_photo
+    from stream_pipeline.brands.photo import VehicleFinder, detect_in_photo
 
     cfg = BrandsConfig()
     detector = LogoDetector.load(resolve_model_path(cfg.logo_detector))
@@ -131,7 +131,8 @@ def _crop_badges(images: list, paths: list[Path], report: dict) -> tuple[list, l
         if len(found) == 0:
             report["no_badge_found"].append(str(paths[i]))
             continue
-        badge, _ = crop(img, found.xyxy[0], margin)  # sorted by fused score
+        box = found.xyxy[0]  # sorted by fused score
+        badge, _ = crop(img, box, badge_margin(float(box[2] - box[0]), margin))
         if badge.size:
             crops.append(badge)
             kept.append(i)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stream_pipeline.brands.classifier import BADGE_MARGIN, badge_margin
 from stream_pipeline.brands.badge_choice import BadgeChooser, is_close_up
 from stream_pipeline.brands.votes import BrandDecision, BrandVotes
 from stream_pipeline.core.config import BrandsConfig
@@ -27,8 +28,6 @@ log = logging.getLogger(__name__)
 # Context kept around the vehicle box (fraction of its size): badges sit at the very
 # edge of tight boxes (grille, tailgate).
 VEHICLE_PAD = 0.06
-# Margin around the badge box for the classifier when its metadata does not name one.
-BADGE_MARGIN = 0.15
 
 
 @dataclass
@@ -102,7 +101,7 @@ class BrandRecognizer:
             if config.gallery_threshold is not None:  # one threshold for every badge size
                 gallery.threshold, gallery.size_thresholds = config.gallery_threshold, []
             self.classifier.use_gallery(gallery)
-        # Cut badges exactly as the classifier's training crops were cut.
+        # Cut badges exactly as the classifier's evaluation crops are cut (badge_margin).
         self.badge_margin = float(self.classifier.metadata.get("crop_margin", BADGE_MARGIN))
         self.choose_badge = BadgeChooser(config)
         self._tick = 0
@@ -171,7 +170,7 @@ class BrandRecognizer:
             if best is None:
                 continue
             box = logos.xyxy[best] + np.concatenate([origin, origin])
-            badge, _ = crop(frame.image, box, self.badge_margin)
+            badge, _ = crop(frame.image, box, badge_margin(float(box[2] - box[0]), self.badge_margin))
             if badge.size == 0:
                 continue
             badges.append(badge)

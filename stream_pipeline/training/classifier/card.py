@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from stream_pipeline.brands.classifier import SMALL_BADGE_MARGIN, SMALL_BADGE_PX
 from stream_pipeline.training.classifier.gallery import MIN_BAND_CROPS
 
 
@@ -54,6 +55,7 @@ def write_model_card(model_dir: Path) -> Path:
         "",
         "- Sources (all in `../shared/data`), by domain: **street** — badge boxes of `logo-boxes`, "
         f"`logo-boxes-flickr` and `street-badges` cropped with a {int(100 * info['crop_margin'])} % margin per side "
+        f"({int(100 * SMALL_BADGE_MARGIN)} % for badges under {SMALL_BADGE_PX} px, as the pipeline cuts them) "
         "(street / dash-cam photos: the road domain; `street-badges` windows cut from one photo are linked through "
         "its `sources.csv`, so they share a split); **close-up** — `logos-closeup` (real badges on cars, tightly "
         "cropped); **web** — `logos-seed` (10 brands) and `logos-extra`; plus one `logo-catalogue` logo per brand "

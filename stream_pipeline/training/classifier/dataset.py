@@ -18,13 +18,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from stream_pipeline.brands.classifier import BADGE_MARGIN, badge_margin
 from stream_pipeline.core.errors import UserError
 from stream_pipeline.training.grouping import UnionFind
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 MIN_SIDE_PX = 16  # smaller images are reported as "tiny" and skipped
 PHASH_MAX_DISTANCE = 6  # Hamming distance (of 64 bits) under which two images are near-duplicates
-CROP_MARGIN = 0.15  # margin added on each side of a badge box when it is cropped out
+CROP_MARGIN = BADGE_MARGIN  # margin on each side of a badge box cut out (badge_margin: more for small ones)
 
 # Spellings seen in the data sets -> catalogue slug (after lower-casing, spaces/underscores -> '-').
 SLUG_ALIASES = {
@@ -279,12 +280,16 @@ def expand_box(box, width: int, height: int, margin: float) -> tuple[int, int, i
             min(width, int(round(x2 + margin * w))), min(height, int(round(y2 + margin * h))))
 
 
-def load_record_image(shared: Path, rec: Record, margin: float = CROP_MARGIN) -> np.ndarray:
+def load_record_image(shared: Path, rec: Record, margin: float | None = None) -> np.ndarray:
+    """The record's image, or its badge cut as the pipeline cuts one (margin by badge width,
+    `badge_margin`, unless given)."""
     img = read_image(shared / rec.path)
     if img is None:
         raise UserError(f"cannot read {shared / rec.path}")
     if rec.box is None:
         return img
+    if margin is None:
+        margin = badge_margin(rec.box[2] - rec.box[0])
     x1, y1, x2, y2 = expand_box(rec.box, img.shape[1], img.shape[0], margin)
     return img[y1:y2, x1:x2]
 

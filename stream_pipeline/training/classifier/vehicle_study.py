@@ -33,11 +33,18 @@ DISTANCES = (0.4, 0.55, 0.7, 0.85, 1.0)  # crop scale per reading, far to near
 MIN_READ_PX = 8  # a reading needs a crop at least this big a side
 
 
-def approach(crop: np.ndarray, badge_px: float) -> tuple[list[np.ndarray], list[float]]:
-    """The crop as seen from further away: one down-scaled copy per distance, with its badge width."""
+def approach(cut, badge_px: float) -> tuple[list[np.ndarray], list[float]]:
+    """The badge as seen from further away: one down-scaled copy per distance, with its badge
+    width. `cut(margin)` gives the full-size crop with that margin; each distance is cut with the
+    margin the pipeline gives a badge of that width (`badge_margin`)."""
+    from stream_pipeline.brands.classifier import badge_margin
+
     views, widths = [], []
-    h, w = crop.shape[:2]
+    crops: dict[float, np.ndarray] = {}
     for scale in DISTANCES:
+        margin = badge_margin(badge_px * scale)
+        crop = crops[margin] if margin in crops else crops.setdefault(margin, cut(margin))
+        h, w = crop.shape[:2]
         size = (int(round(w * scale)), int(round(h * scale)))
         if min(size) < MIN_READ_PX:
             continue
@@ -83,7 +90,8 @@ def study(model_dir: Path, shared: Path) -> dict:
     for name, recs in sets.items():
         outcome = {True: Counter(), False: Counter()}
         for r in recs:
-            views, widths = approach(load_record_image(shared, r), float(r.box[2] - r.box[0]))
+            views, widths = approach(lambda margin, r=r: load_record_image(shared, r, margin),
+                                     float(r.box[2] - r.box[0]))
             predictions = clf.classify(views)
             for rule in (True, False):
                 brand = decide(predictions, widths, config, rule)

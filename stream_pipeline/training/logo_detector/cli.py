@@ -164,7 +164,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
     from stream_pipeline.brands.logo_detector import LogoDetector
 
-    from stream_pipeline.training.logo_detector.photo import VehicleFinder, detect_in_photo
+    from stream_pipeline.brands.photo import VehicleFinder, detect_in_photo
 
     if args.conf is not None and not 0 < args.conf <= 1:
         raise UserError(f"--conf must be a score in (0, 1], not {args.conf}")

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stream_pipeline.training.logo_detector.common import Sample, box_iou
+from stream_pipeline.core.geometry import box_iou
+from stream_pipeline.training.logo_detector.common import Sample
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ def evaluate_samples(
     """Views of whole photos: `full` (one pass), `photo_auto` (detect-logos' path, with a finder),
     and their vehicle crops; each also matched at IoU 0.3. Windows (full_view=False): the crops only."""
     from stream_pipeline.training.logo_detector.dataset import crop_labels, vehicle_crops
-    from stream_pipeline.training.logo_detector.photo import detect_in_photo
+    from stream_pipeline.brands.photo import detect_in_photo
 
     full, crops, photo, loose = Matches(), Matches(), Matches(), Matches(iou_threshold=LOOSE_IOU_THRESHOLD)
     full_loose, photo_loose = Matches(iou_threshold=LOOSE_IOU_THRESHOLD), Matches(iou_threshold=LOOSE_IOU_THRESHOLD)
@@ -291,7 +292,7 @@ def evaluate(
     split = samples_by_split()
     finder = None
     if photo_auto:
-        from stream_pipeline.training.logo_detector.photo import VehicleFinder
+        from stream_pipeline.brands.photo import VehicleFinder
 
         finder = VehicleFinder()
     results: dict[str, dict[str, Matches]] = {}

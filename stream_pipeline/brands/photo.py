@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from stream_pipeline.core.errors import ModelError
+from stream_pipeline.core.geometry import box_iou
 from stream_pipeline.core.paths import shared_dir
 from stream_pipeline.core.types import Detections
-from stream_pipeline.training.logo_detector.common import box_iou
 
 VEHICLE_CLASSES = [2, 3, 5, 7]
 # Tiles only on photos this many times the input size: on smaller ones the whole-image passes
