@@ -120,7 +120,7 @@ class BrandsConfig(_Section):
     min_votes: int = Field(3, ge=1, le=1000)
     min_agreement: float = Field(0.6, gt=0.0, le=1.0)
     # ...and the decision's confidence (agreement x mean reading confidence) reaches this.
-    min_confidence: float = Field(0.6, ge=0.0, le=1.0)
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0)
     # Votes kept per track (oldest dropped), bounding per-track memory.
     max_votes: int = Field(30, ge=1, le=10000)
     # Stop attempting a track once it is decided with this many votes.

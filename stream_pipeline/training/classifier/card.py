@@ -331,7 +331,22 @@ def _vehicle_study_section(model_dir: Path) -> list[str]:
         f"{_pct(u['wrong'])} given a brand name, {_pct(u['unknown'])} left unknown. The vote's agreement and "
         "confidence floors are what turn the per-crop rejection (above) into this per-vehicle one; what it costs is "
         "recall: of the trained-brand vehicles left unknown, three in four have a badge under 20 px even at the "
-        "nearest reading (median 13 px; 26 px for those named; measured 2026-11-29).", ""]
+        "nearest reading (median 13 px; 26 px for those named; measured 2026-11-29).", ""] + _floor_table(known, unknown)
+
+
+def _floor_table(known: dict, unknown: dict) -> list[str]:
+    """The vote at other confidence floors (vehicle_study's by_min_confidence), when measured."""
+    floors = known.get("by_min_confidence")
+    if not floors:
+        return []
+    lines = ["| vote's min_confidence | trained brands: named right | named wrong | left unknown | "
+             "held-out brands: given a name |", "|---|---|---|---|---|"]
+    for f, k in floors.items():
+        u = unknown["by_min_confidence"][f]
+        lines.append(f"| {f} | {_pct(k['right'])} | {_pct(k['wrong'])} | {_pct(k['unknown'])} | {_pct(u['wrong'])} |")
+    return lines + ["", "The default config's `min_confidence` picks the row (0.5 since 2026-11-29, was 0.6); the shared "
+                    "clips bound it from below: at 0.45 urban_arterial gets a false brand (3 readings of a few-pixel "
+                    "badge at 0.46), at 0.5 none of the 8 clips does.", ""]
 
 
 def _open_set_study_section(model_dir: Path) -> list[str]:

@@ -10,7 +10,8 @@ its size (never up-scaled: that would invent detail). The readings go through th
 classifier and gallery and the vote (`BrandVotes` with the default config's settings), as in
 `run`. Reported: the share of vehicles named right, named wrong, and left unknown; for the
 unknown brands, the share named as some brand (each is a false name). Both the current vote and
-the vote before sharp unknown readings weighed against a brand (2026-11-29) are given.
+the vote before sharp unknown readings weighed against a brand (2026-11-29) are given, and the
+current vote at other confidence floors (`min_confidence`).
 
 A simulation: real approaches give more readings per vehicle (up to `max_votes`), at varying
 angles and blur, so it is a comparison of rules more than a forecast.
@@ -30,6 +31,7 @@ from stream_pipeline.core.paths import MODELS_DIR, shared_dir
 from stream_pipeline.core.types import UNKNOWN_BRAND
 
 DISTANCES = (0.4, 0.55, 0.7, 0.85, 1.0)  # crop scale per reading, far to near
+CONFIDENCE_FLOORS = (0.4, 0.45, 0.5, 0.55, 0.6)  # the vote's min_confidence, compared
 MIN_READ_PX = 8  # a reading needs a crop at least this big a side
 
 
@@ -53,10 +55,11 @@ def approach(cut, badge_px: float) -> tuple[list[np.ndarray], list[float]]:
     return views, widths
 
 
-def decide(predictions, widths, config, sharp_unknowns_count: bool = True) -> str:
+def decide(predictions, widths, config, sharp_unknowns_count: bool = True, min_confidence: float | None = None) -> str:
     from stream_pipeline.brands.votes import BrandVotes
 
-    votes = BrandVotes(config.min_votes, config.min_agreement, config.max_votes, config.min_confidence)
+    floor = config.min_confidence if min_confidence is None else min_confidence
+    votes = BrandVotes(config.min_votes, config.min_agreement, config.max_votes, floor)
     for prediction, px in zip(predictions, widths):
         # before 2026-11-29 an unknown reading never counted: as a reading of unknown size now
         votes.add(prediction, badge_px=px if sharp_unknowns_count or prediction.brand != UNKNOWN_BRAND else None)
@@ -87,8 +90,12 @@ def study(model_dir: Path, shared: Path) -> dict:
     report: dict = {"distances": list(DISTANCES), "vote": {k: getattr(config, k) for k in
                                                            ("min_votes", "min_agreement", "min_confidence")},
                     "held_out_brands": held_out}
+    def share(c: Counter, n: int) -> dict:
+        return {k: round(c[k] / max(1, n), 4) for k in ("right", "wrong", "unknown")}
+
     for name, recs in sets.items():
         outcome = {True: Counter(), False: Counter()}
+        by_floor = {f: Counter() for f in CONFIDENCE_FLOORS}
         for r in recs:
             views, widths = approach(lambda margin, r=r: load_record_image(shared, r, margin),
                                      float(r.box[2] - r.box[0]))
@@ -96,10 +103,14 @@ def study(model_dir: Path, shared: Path) -> dict:
             for rule in (True, False):
                 brand = decide(predictions, widths, config, rule)
                 outcome[rule]["unknown" if brand == UNKNOWN_BRAND else "right" if brand == r.brand else "wrong"] += 1
+            for floor in CONFIDENCE_FLOORS:
+                brand = decide(predictions, widths, config, min_confidence=floor)
+                by_floor[floor]["unknown" if brand == UNKNOWN_BRAND else "right" if brand == r.brand else "wrong"] += 1
         report[name] = {
             "vehicles": len(recs),
-            **{label: {k: round(c[k] / max(1, len(recs)), 4) for k in ("right", "wrong", "unknown")}
+            **{label: share(c, len(recs))
                for label, c in (("current_vote", outcome[True]), ("vote_before_sharp_unknowns", outcome[False]))},
+            "by_min_confidence": {str(f): share(c, len(recs)) for f, c in by_floor.items()},
         }
     return report
 
