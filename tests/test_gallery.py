@@ -158,7 +158,7 @@ def test_enrol_a_brand_from_photos_then_classify_names_it(tmp_path, lancia_photo
     assert result["skipped"]["tiny"] == [str(bad / "tiny.png")]
     assert result["skipped"]["duplicates"] == [str(bad / "copy_of_first.jpg")]
     # 9 of these are read as chrysler before (similarity 0.68): a look-alike, not a wrong folder
-    assert result["look_alike"] is None and "match" not in out.stderr
+    assert result["look_alike"] is None and "images match" not in out.stderr
 
     listed = json.loads(run_cli("gallery", "list", "--gallery", str(gallery), "--json").stdout)
     row = next(r for r in listed["brands"] if r["brand"] == "lancia")
@@ -335,3 +335,17 @@ def test_classify_takes_a_folder_and_refuses_contradictory_options(tmp_path, lan
     for args in (["--gallery", str(SHIPPED), "--no-gallery"], ["--threshold", "5"]):
         out = run_cli("classify", str(folder), *args)
         assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+
+
+def test_enrol_into_a_gallery_whose_brands_were_all_removed(tmp_path, lancia_photos):
+    gallery = tmp_path / "empty.npz"
+    g = Gallery.load(SHIPPED)
+    for brand in list(g.brand_names):
+        g.remove(brand)
+    g.save(gallery)
+    out = run_cli("enroll", "lancia", *map(str, lancia_photos[:3]), "--gallery", str(gallery), "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["enrolled"] == 3 and result["look_alike"] is None
+    named = run_cli("classify", "--json", "--gallery", str(gallery), str(lancia_photos[5]))
+    assert named.returncode == 0 and json.loads(named.stdout)["brand"] == "lancia", named.stdout

@@ -248,3 +248,24 @@ def test_centres_start_at_the_mean_embedding_of_their_views():
     want = np.asarray(export.predict(points, verbose=0)[1])
     assert np.allclose(after[:, :3].T, want, atol=0.02)
     assert np.array_equal(after[:, 3:], before[:, 3:])
+
+
+def test_a_metric_checkpoint_knows_its_centre_count():
+    """finalize and resume rebuild the cosine head with the checkpoint's own number of centres;
+    settings written before the count was stored fall back to the dataset."""
+    from stream_pipeline.training.classifier.metric import centre_count
+
+    info = {"classes": ["audi", "bmw"], "catalogue": {"other_train": ["abarth", "alpina", "amc"]}}
+    assert centre_count({"render_identities": 30.0}, info) == 5
+    assert centre_count({"render_identities": 0.0}, info) == 2
+    assert centre_count({}, info) == 2
+    assert centre_count({"render_identities": 30.0, "centres": 4}, info) == 4
+
+
+def test_render_identities_need_the_metric_stage_and_a_weight():
+    from tests.conftest import run_cli
+
+    for argv, says in ((["--metric-render-ids", "30"], "--metric-dim"),
+                       (["--metric-dim", "256", "--metric-render-ids", "-1"], "0 (off) or more")):
+        out = run_cli("train-classifier", *argv)
+        assert out.returncode == 2 and says in out.stderr and out.stderr.count("\n") == 1, out.stderr

@@ -229,6 +229,8 @@ class Gallery:
         for its crop width when `widths` are given). `confidence` is the winning brand's score
         (cosine similarity)."""
         s = self.scores(embeddings)
+        if not len(self.brand_names):  # every brand removed: nothing can match
+            return [BrandPrediction(UNKNOWN_BRAND, 0.0, ()) for _ in range(len(s))]
         if threshold is not None:
             limits = np.full(len(s), threshold, np.float32)
         else:

@@ -105,16 +105,16 @@ def load_enrolment_images(inputs: list[str], existing_keys: set[str]) -> tuple[l
     return images, keys, kept, report
 
 
-def _crop_badges(images: list, paths: list[Path], report: dict) -> tuple[list, list[int]]:
+def _crop_badges(images: list, paths: list[Path], report: dict, base_margin: float) -> tuple[list, list[int]]:
     """The most confident badge of each photo, found as `detect-logos` finds it (whole-image
     passes, the COCO vehicles' crops and tiles, fused; vehicles skipped without ../shared) and
     cut as the pipeline cuts it."""
-    from stream_pipeline.brands.classifier import BADGE_MARGIN, BrandClassifier, badge_margin
+    from stream_pipeline.brands.classifier import badge_margin
     from stream_pipeline.brands.logo_detector import LogoDetector
+    from stream_pipeline.brands.photo import VehicleFinder, detect_in_photo
     from stream_pipeline.brands.recognizer import crop
     from stream_pipeline.core.config import BrandsConfig
     from stream_pipeline.core.paths import resolve_model_path
-    from stream_pipeline.brands.photo import VehicleFinder, detect_in_photo
 
     cfg = BrandsConfig()
     detector = LogoDetector.load(resolve_model_path(cfg.logo_detector))
@@ -123,7 +123,6 @@ def _crop_badges(images: list, paths: list[Path], report: dict) -> tuple[list, l
     except UserError as exc:  # ModelError included: no ../shared, whole-image passes only
         log.warning("no vehicle detector (%s): whole-image passes only", exc)
         vehicles = None
-    margin = float(BrandClassifier.load().metadata.get("crop_margin", BADGE_MARGIN))
     crops, kept = [], []
     report["no_badge_found"] = []
     for i, img in enumerate(images):
@@ -132,7 +131,7 @@ def _crop_badges(images: list, paths: list[Path], report: dict) -> tuple[list, l
             report["no_badge_found"].append(str(paths[i]))
             continue
         box = found.xyxy[0]  # sorted by fused score
-        badge, _ = crop(img, box, badge_margin(float(box[2] - box[0]), margin))
+        badge, _ = crop(img, box, badge_margin(float(box[2] - box[0]), base_margin))
         if badge.size:
             crops.append(badge)
             kept.append(i)
@@ -173,6 +172,8 @@ def _look_alike(gallery, embeddings, brand: str) -> dict | None:
     similarity of LOOK_ALIKE_SIMILARITY or more; else None."""
     from stream_pipeline.core.types import UNKNOWN_BRAND
 
+    if not len(gallery.brand_names):  # every brand removed: nothing to look like
+        return None
     preds = gallery.match(embeddings)
     names = Counter(p.brand for p in preds if p.brand not in (UNKNOWN_BRAND, brand))
     if not names:
@@ -187,7 +188,7 @@ def _look_alike(gallery, embeddings, brand: str) -> dict | None:
 
 
 def cmd_enroll(args) -> int:
-    from stream_pipeline.brands.classifier import BrandClassifier
+    from stream_pipeline.brands.classifier import BADGE_MARGIN, BrandClassifier
     from stream_pipeline.brands.gallery import check_slug
 
     brand = check_slug(args.brand)
@@ -197,7 +198,7 @@ def cmd_enroll(args) -> int:
     clf.use_gallery(gallery)  # refuses a gallery embedded by another model
     images, keys, paths, report = load_enrolment_images(args.images, set(gallery.keys.tolist()))
     if args.detect_badge and images:
-        images, idx = _crop_badges(images, paths, report)
+        images, idx = _crop_badges(images, paths, report, float(clf.metadata.get("crop_margin", BADGE_MARGIN)))
         keys, paths = [keys[i] for i in idx], [paths[i] for i in idx]
     skipped = sum(len(v) for v in report.values())
     if not images:

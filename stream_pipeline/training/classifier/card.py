@@ -270,8 +270,8 @@ def _gallery_section(model_dir: Path) -> list[str]:
         "known rejected.", "",
     ]
     if r.get("width_bands"):
-        lines += ["The threshold depends on the badge crop's width (the badge box plus the 15 % margin, as the "
-                  "classifier gets it): small, blurry badges of known brands score lower than sharp ones, so each "
+        lines += ["The threshold depends on the badge crop's width (the badge box plus its margin, 15 % or 25 % "
+                  f"under {SMALL_BADGE_PX} px, as the classifier gets it): small, blurry badges of known brands score lower than sharp ones, so each "
                   "width band has the threshold that rejects "
                   f"{_pct(cal['max_known_rejection'])} of the known validation badge crops of that width (no unknown "
                   f"photo tunes it; a band with fewer than {MIN_BAND_CROPS} validation crops keeps the threshold above, "

@@ -74,6 +74,10 @@ def _cmd_train(args) -> int:
     from stream_pipeline.training.classifier import train
 
     shared = _shared(args)
+    if args.metric_render_ids and not args.metric_dim:
+        raise UserError("--metric-render-ids applies to the metric stage: add --metric-dim D")
+    if args.metric_render_ids < 0:
+        raise UserError(f"--metric-render-ids {args.metric_render_ids}: a sampling weight, 0 (off) or more")
     if args.metric_dim:
         from stream_pipeline.training.classifier import metric
 

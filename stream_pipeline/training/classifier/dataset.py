@@ -372,11 +372,12 @@ def build_brand_dataset(shared: Path, min_images: int = 12, seed: int = 1337,
         for window, photo in source_photos(shared, name).items():
             photo_of[f"data/{name}/images/{window}"] = photo
 
-    # Perceptual hashes of what the model sees (the crop), plus links between boxes of one photo
-    # and between windows cut from one photo.
+    # Perceptual hashes of the badge crop, plus links between boxes of one photo and between
+    # windows cut from one photo. Always at CROP_MARGIN, as when the shipped split was built:
+    # hashes of the pipeline's wider small-badge crops would group, and so split, differently.
     hashes, links, first_of_image = [], [], {}
     for i, rec in enumerate(records):
-        img = load_record_image(shared, rec)
+        img = load_record_image(shared, rec, CROP_MARGIN)
         hashes.append(phash64(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)))
         if rec.box is not None:
             photo = photo_of.get(rec.path, rec.path)

@@ -58,6 +58,16 @@ def _load_metric_classifier(export, path: Path, labels: list[str]) -> bool:
     return True
 
 
+def centre_count(settings: dict, info: dict) -> int:
+    """CosFace centres of a checkpoint from its settings (written before a run starts): the
+    brands, plus one per `other` training catalogue brand with render identities. Settings
+    written before the count was stored are derived from the dataset."""
+    if "centres" in settings:
+        return int(settings["centres"])
+    extra = len(info["catalogue"]["other_train"]) if settings.get("render_identities") else 0
+    return len(info["classes"]) + extra
+
+
 def build_metric_model(n_labels: int, size: int, dim: int, weights: str | None = None, extra_identities: int = 0):
     """(training model: softmax + cosine-to-centre outputs, export model: softmax + embedding,
     the plain softmax model, the backbone); all share the same layers. The centres are the
@@ -166,6 +176,12 @@ def train_metric_end_to_end(shared: Path, init_from: Path | None, size: int = 16
     resuming = best.is_file()
     projection_trained = False
     if resuming:
+        saved = settings_file(ckpt_dir, size, dim)
+        saved_centres = centre_count(json.loads(saved.read_text()) if saved.is_file() else {}, info)
+        if saved_centres != n_centres:
+            raise UserError(f"the metric checkpoint {best} has {saved_centres} centres, this run {n_centres} "
+                            "(another --metric-render-ids, or a rebuilt dataset): delete it to start afresh, "
+                            "or resume with its settings")
         model.load_weights(best)
         log.info("resuming the metric stage from %s", best)
     elif init_from is not None:
@@ -179,7 +195,7 @@ def train_metric_end_to_end(shared: Path, init_from: Path | None, size: int = 16
     # written now, not at the end: a run stopped by hand is still shipped with its settings
     settings_file(ckpt_dir, size, dim).write_text(json.dumps(
         {"dim": dim, "scale": scale, "margin": margin, "metric_weight": metric_weight, "size": size,
-         "open_set": open_set, "render_identities": render_identities,
+         "open_set": open_set, "render_identities": render_identities, "centres": n_centres,
          "init_from": str(init_from) if init_from else None}))
     xv, yv = train.validation_views(shared, records, info, labels, size, seed)
 
@@ -255,7 +271,7 @@ def finalize_metric(shared: Path, size: int = 160, dim: int = 256, threads: int 
         raise UserError(f"no metric checkpoint at {size} px: {best} (train first, or pass the right --e2e-size)")
     settings = settings_file(ckpt_dir, size, dim)
     metric_settings = json.loads(settings.read_text()) if settings.is_file() else {"dim": dim}
-    extra = len(info["catalogue"]["other_train"]) if metric_settings.get("render_identities") else 0
+    extra = centre_count(metric_settings, info) - (len(labels) - 1)
     model, export, full, _base = build_metric_model(len(labels), size, dim, extra_identities=extra)
     model.load_weights(best)
     history: dict[str, list] = {}
