@@ -163,8 +163,8 @@ def evaluate_samples(
 ) -> dict[str, Matches]:
     """Views of whole photos: `full` (one pass), `photo_auto` (detect-logos' path, with a finder),
     and their vehicle crops; each also matched at IoU 0.3. Windows (full_view=False): the crops only."""
-    from stream_pipeline.training.logo_detector.dataset import crop_labels, vehicle_crops
     from stream_pipeline.brands.photo import detect_in_photo
+    from stream_pipeline.training.logo_detector.dataset import crop_labels, vehicle_crops
 
     full, crops, photo, loose = Matches(), Matches(), Matches(), Matches(iou_threshold=LOOSE_IOU_THRESHOLD)
     full_loose, photo_loose = Matches(iou_threshold=LOOSE_IOU_THRESHOLD), Matches(iou_threshold=LOOSE_IOU_THRESHOLD)
