@@ -177,17 +177,26 @@ def test_enrol_a_brand_from_photos_then_classify_names_it(tmp_path, lancia_photo
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
 
 
-def test_enrol_creates_a_new_gallery_from_the_shipped_one(tmp_path, lancia_photos):
+def test_enrol_creates_a_new_gallery_from_the_shipped_one(tmp_path, shared):
     gallery = tmp_path / "sub" / "new.npz"
-    out = run_cli("enroll", "my-fleet-badge", *map(str, lancia_photos[:3]), "--gallery", str(gallery), "--json")
+    photos = sorted((shared / "data" / "logos-closeup" / "bmw").glob("*.jpg"))[:3]
+    out = run_cli("enroll", "my-fleet-badge", *map(str, photos), "--gallery", str(gallery), "--json")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["created"] and result["enrolled"] == 3
     # the shipped gallery has these photos' brand already, under its own name: the user is told
-    assert result["look_alike"]["brand"] == "lancia" and result["look_alike"]["images"] == 3
-    assert "3 of 3 images match lancia" in out.stderr
+    assert result["look_alike"]["brand"] == "bmw" and result["look_alike"]["images"] == 3
+    assert "3 of 3 images match bmw" in out.stderr
     shipped, new = Gallery.load(SHIPPED), Gallery.load(gallery)
     assert len(new.brands) == len(shipped.brands) + 3 and "my-fleet-badge" not in shipped.brand_names
+
+
+def test_photos_the_shipped_gallery_enrolled_are_not_enrolled_twice(tmp_path, lancia_photos):
+    """The shipped gallery keeps the perceptual-hash keys of the held-out brands' photos it enrolled."""
+    gallery = tmp_path / "copy.npz"
+    out = run_cli("enroll", "lancia", *map(str, lancia_photos[:3]), "--gallery", str(gallery))
+    assert out.returncode == 2 and "already_enrolled 3" in out.stderr, out.stderr
+    assert out.stderr.count("\n") == 1
 
 
 def test_enrol_rejects_a_bad_brand_name_and_empty_input(tmp_path):
@@ -305,7 +314,7 @@ def test_enrol_detect_badge_cuts_the_labelled_badge_from_whole_street_photos(tmp
     assert (refs @ labelled.T).max(axis=1).min() >= 0.8, (refs @ labelled.T).max(axis=1)
 
 
-def test_the_shipped_gallery_is_never_changed_and_no_brand_hides_as_a_rejection(tmp_path, lancia_photos):
+def test_the_shipped_gallery_is_never_changed_and_no_brand_hides_as_a_rejection(tmp_path, lancia_photos, shared):
     before = SHIPPED.read_bytes()
     out = run_cli("enroll", "my-fleet-badge", str(lancia_photos[0]))  # the default config names the shipped one
     assert out.returncode == 2 and "--gallery FILE" in out.stderr and out.stderr.strip().count("\n") == 0
@@ -319,7 +328,8 @@ def test_the_shipped_gallery_is_never_changed_and_no_brand_hides_as_a_rejection(
     out = run_cli("enroll", "dacia-", str(lancia_photos[0]), "--gallery", str(tmp_path / "g.npz"))
     assert out.returncode == 2 and "not a slug" in out.stderr
     assert not (tmp_path / "g.npz").exists()
-    out = run_cli("enroll", "mercedes", str(lancia_photos[0]), "--gallery", str(tmp_path / "g.npz"))
+    photo = sorted((shared / "data" / "logos-closeup" / "bmw").glob("*.jpg"))[0]  # not enrolled in the shipped one
+    out = run_cli("enroll", "mercedes", str(photo), "--gallery", str(tmp_path / "g.npz"))
     assert out.returncode == 0 and "mercedes-benz" in out.stderr  # a note, not a refusal
 
 
