@@ -126,6 +126,11 @@ class BrandClassifier:
         self._lock = threading.Lock()
         self.gallery = None
 
+    def badge_margin(self, badge_px: float) -> float:
+        """Margin to cut a badge this wide with: `badge_margin` from the margin the model was
+        trained and calibrated with (metadata `crop_margin`)."""
+        return badge_margin(badge_px, float(self.metadata.get("crop_margin", BADGE_MARGIN)))
+
     def use_gallery(self, gallery) -> None:
         """Decide brands by `gallery` from now on; it must have been embedded by this model."""
         digest = self.digest

@@ -71,11 +71,18 @@ def _collect_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return paths, missing
 
 
-def load_enrolment_images(inputs: list[str], existing_keys: set[str]) -> tuple[list, list[str], list[Path], dict]:
-    """Readable, large-enough, non-duplicate images -> (images, perceptual-hash keys, paths, report)."""
+def image_key(img) -> str:
+    """The key a gallery stores for an enrolled image: its 64-bit perceptual hash, hex."""
     import cv2
 
-    from stream_pipeline.training.classifier.dataset import MIN_SIDE_PX, PHASH_MAX_DISTANCE, phash64, read_image
+    from stream_pipeline.training.classifier.dataset import phash64
+
+    return f"{phash64(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)):016x}"
+
+
+def load_enrolment_images(inputs: list[str], existing_keys: set[str]) -> tuple[list, list[str], list[Path], dict]:
+    """Readable, large-enough, non-duplicate images -> (images, perceptual-hash keys, paths, report)."""
+    from stream_pipeline.training.classifier.dataset import MIN_SIDE_PX, PHASH_MAX_DISTANCE, read_image
 
     paths, missing = _collect_images(inputs)
     report = {"missing": missing, "unreadable": [], "tiny": [], "duplicates": [], "already_enrolled": []}
@@ -90,7 +97,8 @@ def load_enrolment_images(inputs: list[str], existing_keys: set[str]) -> tuple[l
             report["tiny"].append(str(path))
             continue
         md5 = hashlib.md5(path.read_bytes()).hexdigest()
-        ph = phash64(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+        key = image_key(img)
+        ph = int(key, 16)
         if md5 in md5s or any(bin(ph ^ h).count("1") <= PHASH_MAX_DISTANCE for h in hashes):
             report["duplicates"].append(str(path))
             continue
@@ -100,16 +108,15 @@ def load_enrolment_images(inputs: list[str], existing_keys: set[str]) -> tuple[l
         md5s.add(md5)
         hashes.append(ph)
         images.append(img)
-        keys.append(f"{ph:016x}")
+        keys.append(key)
         kept.append(path)
     return images, keys, kept, report
 
 
-def _crop_badges(images: list, paths: list[Path], report: dict, base_margin: float) -> tuple[list, list[int]]:
+def _crop_badges(images: list, paths: list[Path], report: dict, clf) -> tuple[list, list[int]]:
     """The most confident badge of each photo, found as `detect-logos` finds it (whole-image
     passes, the COCO vehicles' crops and tiles, fused; vehicles skipped without ../shared) and
-    cut as the pipeline cuts it."""
-    from stream_pipeline.brands.classifier import badge_margin
+    cut as the pipeline cuts it for `clf`."""
     from stream_pipeline.brands.logo_detector import LogoDetector
     from stream_pipeline.brands.photo import VehicleFinder, detect_in_photo
     from stream_pipeline.brands.recognizer import crop
@@ -131,7 +138,7 @@ def _crop_badges(images: list, paths: list[Path], report: dict, base_margin: flo
             report["no_badge_found"].append(str(paths[i]))
             continue
         box = found.xyxy[0]  # sorted by fused score
-        badge, _ = crop(img, box, badge_margin(float(box[2] - box[0]), base_margin))
+        badge, _ = crop(img, box, clf.badge_margin(float(box[2] - box[0])))
         if badge.size:
             crops.append(badge)
             kept.append(i)
@@ -188,7 +195,7 @@ def _look_alike(gallery, embeddings, brand: str) -> dict | None:
 
 
 def cmd_enroll(args) -> int:
-    from stream_pipeline.brands.classifier import BADGE_MARGIN, BrandClassifier
+    from stream_pipeline.brands.classifier import BrandClassifier
     from stream_pipeline.brands.gallery import check_slug
 
     brand = check_slug(args.brand)
@@ -198,7 +205,7 @@ def cmd_enroll(args) -> int:
     clf.use_gallery(gallery)  # refuses a gallery embedded by another model
     images, keys, paths, report = load_enrolment_images(args.images, set(gallery.keys.tolist()))
     if args.detect_badge and images:
-        images, idx = _crop_badges(images, paths, report, float(clf.metadata.get("crop_margin", BADGE_MARGIN)))
+        images, idx = _crop_badges(images, paths, report, clf)
         keys, paths = [keys[i] for i in idx], [paths[i] for i in idx]
     skipped = sum(len(v) for v in report.values())
     if not images:

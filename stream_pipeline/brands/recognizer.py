@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream_pipeline.brands.classifier import BADGE_MARGIN, badge_margin
 from stream_pipeline.brands.badge_choice import BadgeChooser, is_close_up
 from stream_pipeline.brands.votes import BrandDecision, BrandVotes
 from stream_pipeline.core.config import BrandsConfig
@@ -101,8 +100,6 @@ class BrandRecognizer:
             if config.gallery_threshold is not None:  # one threshold for every badge size
                 gallery.threshold, gallery.size_thresholds = config.gallery_threshold, []
             self.classifier.use_gallery(gallery)
-        # Cut badges exactly as the classifier's evaluation crops are cut (badge_margin).
-        self.badge_margin = float(self.classifier.metadata.get("crop_margin", BADGE_MARGIN))
         self.choose_badge = BadgeChooser(config)
         self._tick = 0
 
@@ -170,7 +167,8 @@ class BrandRecognizer:
             if best is None:
                 continue
             box = logos.xyxy[best] + np.concatenate([origin, origin])
-            badge, _ = crop(frame.image, box, badge_margin(float(box[2] - box[0]), self.badge_margin))
+            # cut exactly as the classifier's evaluation crops are cut (badge_margin)
+            badge, _ = crop(frame.image, box, self.classifier.badge_margin(float(box[2] - box[0])))
             if badge.size == 0:
                 continue
             badges.append(badge)

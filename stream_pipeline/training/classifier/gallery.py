@@ -97,15 +97,6 @@ def embed_records(clf: BrandClassifier, shared: Path, records: list[Record]) -> 
                     np.asarray(sides, np.int64))
 
 
-def image_key(img: np.ndarray) -> str:
-    """The key `enroll` stores for an image: its 64-bit perceptual hash, hex."""
-    import cv2
-
-    from stream_pipeline.training.classifier.dataset import phash64
-
-    return f"{phash64(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)):016x}"
-
-
 def best_scores(gallery: Gallery, emb: np.ndarray) -> tuple[np.ndarray, list[str]]:
     s = gallery.scores(emb)
     return s.max(axis=1), [gallery.brand_names[i] for i in s.argmax(axis=1)]
@@ -271,6 +262,8 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
     # The shipped gallery: trained references + every photo of the held-out brands enrolled,
     # with the perceptual-hash keys `enroll` gives its images, so enrolling one of them again is
     # reported as already enrolled.
+    from stream_pipeline.brands.gallery_cli import image_key
+
     shipped = base.copy()
     for b in unseen_brands:
         mine = np.nonzero(brand_of == b)[0]

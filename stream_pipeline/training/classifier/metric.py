@@ -23,6 +23,8 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from stream_pipeline.brands.classifier import OTHER_CLASS
 from stream_pipeline.core.errors import UserError
 from stream_pipeline.training.classifier import train
@@ -118,8 +120,6 @@ def init_centres_from_views(model, export, batches, n_centres: int, steps: int =
     (the untouched random ones stay for identities not drawn). A random centre makes the CosFace
     loss huge, and its gradient wrecks the backbone in the first end-to-end steps; a trained
     projection's embeddings already cluster by brand. Returns how many centres were set."""
-    import numpy as np
-
     sums = np.zeros((n_centres, export.outputs[1].shape[-1]), np.float64)
     counts = np.zeros(n_centres, np.int64)
     stream = batches()
@@ -170,9 +170,9 @@ def train_metric_end_to_end(shared: Path, init_from: Path | None, size: int = 16
     ckpt_dir = train.WORK_DIR / CKPT_SUBDIR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     best, csv_log = checkpoint_files(ckpt_dir, size, dim)
-    extra = len(info["catalogue"]["other_train"]) if render_identities else 0
-    n_centres = n - 1 + extra
-    model, export, full, base = build_metric_model(n, size, dim, str(shared / train.MOBILENET_WEIGHTS), extra)
+    n_centres = centre_count({"render_identities": render_identities}, info)
+    model, export, full, base = build_metric_model(n, size, dim, str(shared / train.MOBILENET_WEIGHTS),
+                                                   n_centres - (n - 1))
     resuming = best.is_file()
     projection_trained = False
     if resuming:
@@ -201,8 +201,6 @@ def train_metric_end_to_end(shared: Path, init_from: Path | None, size: int = 16
 
     def cos_target(y1h, ids):
         """identity one-hot (brands, then render identities) + the `other` bit"""
-        import numpy as np
-
         ident = np.zeros((len(y1h), n_centres), np.float32)
         if ids is None:
             ident[:, :n - 1] = y1h[:, :n - 1]

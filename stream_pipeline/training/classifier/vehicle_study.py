@@ -45,7 +45,9 @@ def approach(cut, badge_px: float) -> tuple[list[np.ndarray], list[float]]:
     crops: dict[float, np.ndarray] = {}
     for scale in DISTANCES:
         margin = badge_margin(badge_px * scale)
-        crop = crops[margin] if margin in crops else crops.setdefault(margin, cut(margin))
+        if margin not in crops:  # one cut per margin
+            crops[margin] = cut(margin)
+        crop = crops[margin]
         h, w = crop.shape[:2]
         size = (int(round(w * scale)), int(round(h * scale)))
         if min(size) < MIN_READ_PX:
