@@ -77,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run many cameras in one process (one model set, batched detection)")
     serve.add_argument("cameras", metavar="CAMERAS.yaml", help="the cameras: name, source, zones, overrides")
     serve.add_argument("--config", help="base YAML configuration for every camera (default: configs/default.yaml)")
-    serve.add_argument("--out", help="output folder, one sub-folder per camera (default: runs/serve-<timestamp>/)")
+    serve.add_argument("--out", help="output folder, one sub-folder per camera (default: runs/serve-<timestamp>/); "
+                       "one that holds a run is refused")
+    serve.add_argument("--overwrite", action="store_true",
+                       help="replace the runs already in --out (each camera's event log, tables, video, report and "
+                            "snapshots, and the index)")
     serve.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop each camera after N frames")
     serve.add_argument("--no-progress", action="store_true", help="status log lines instead of the live table")
     serve.set_defaults(func=_cmd_serve)

@@ -200,3 +200,29 @@ cameras:
         end = read_events(out / name / "events.jsonl")[-1]
         assert end["status"] == "ended" and end["reason"] == "interrupted"
         assert count_video_frames(out / name / "annotated.mp4")[0] == end["frames"]
+
+
+def test_a_second_serve_into_the_same_folder_is_refused_unless_overwrite(tmp_path: Path, videos: Path):
+    """Restarting serve with the same --out must not truncate the cameras' event logs."""
+    cameras = _cameras_file(tmp_path, f"""
+defaults:
+  brands: {{enabled: false}}
+cameras:
+  - {{name: clip, source: "{videos / 'suburban_junction.mp4'}"}}
+""")
+    out = tmp_path / "out"
+    first = run_cli("serve", str(cameras), "--out", str(out), "--max-frames", "10", "--no-progress")
+    assert first.returncode == 0, first.stderr
+    events_before = (out / "clip" / "events.jsonl").read_bytes()
+    (out / "notes.txt").write_text("the operator's own file")
+
+    again = run_cli("serve", str(cameras), "--out", str(out), "--max-frames", "5", "--no-progress")
+    assert again.returncode == 2
+    assert again.stderr.strip().count("\n") == 0 and "already holds a run" in again.stderr and "--overwrite" in again.stderr
+    assert (out / "clip" / "events.jsonl").read_bytes() == events_before  # nothing lost
+
+    replaced = run_cli("serve", str(cameras), "--out", str(out), "--max-frames", "5", "--no-progress", "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert read_events(out / "clip" / "events.jsonl")[-1]["frames"] == 5
+    assert (out / "index.html").is_file()
+    assert (out / "notes.txt").read_text() == "the operator's own file"
