@@ -109,6 +109,24 @@ def test_band_thresholds_reject_the_same_share_of_known_crops_in_every_band():
     assert bands[28] == 0.42 and bands[20] == 0.42  # too few crops of that width: the fallback
 
 
+def test_whole_photos_get_their_own_threshold_from_known_photos_only():
+    from stream_pipeline.training.classifier.gallery import MIN_BAND_CROPS, calibrate
+
+    rng = np.random.default_rng(1)
+    # sharp close-up photos of known brands score higher than small street crops: one threshold
+    # for both would sit under the photos and let unknown close-ups through
+    widths = np.concatenate([np.full(300, 15), np.full(300, -1)])
+    best = np.concatenate([rng.uniform(0.3, 0.8, 300), rng.uniform(0.6, 1.0, 300)])
+    g = Gallery(np.eye(2, dtype=np.float32), np.array(["a", "b"], object), np.array(["train"] * 2, object), 0.0, "x")
+    calibrate(g, best, widths, fallback=0.42)
+    assert np.mean(best[300:] < g.threshold) == pytest.approx(0.04, abs=0.01)
+    assert list(g.thresholds_for([None])) == pytest.approx([g.threshold])
+    assert dict(g.size_thresholds)[0] < g.threshold - 0.2
+    few = np.concatenate([widths[:300], np.full(MIN_BAND_CROPS - 1, -1)])
+    calibrate(g, best[:300 + MIN_BAND_CROPS - 1], few, fallback=0.42)
+    assert g.threshold == 0.42  # too few whole photos: the fallback
+
+
 def test_shipped_gallery_belongs_to_the_shipped_classifier():
     from stream_pipeline.brands.classifier import BrandClassifier
 

@@ -14,7 +14,8 @@ catalogue renders the softmax was taught to reject".
 The threshold may depend on the crop's width (`size_thresholds`): a small, blurry badge of a
 known brand scores lower than a sharp one, so one threshold low enough for small crops lets large
 unknown badges through. Each width band's threshold rejects a fixed share of known validation
-crops of that width; no unknown photo tunes it.
+crops of that width; no unknown photo tunes it. `threshold` judges crops of no badge width
+(whole photos, e.g. close-ups given to `classify`), calibrated the same way on whole photos.
 
 A gallery is tied to the classifier that embedded it (`model_digest`): embeddings of another
 model are meaningless, so loading a mismatched pair fails with one line. Brands are added with

@@ -259,23 +259,27 @@ def _gallery_section(model_dir: Path) -> list[str]:
             "enrolled from 10 photos competes on equal terms with brands that have hundreds of references)"
             if r.get("scoring") == "prototype" else
             f"A brand's score is the mean cosine similarity of its {r['top_k']} closest reference(s)") +
-        f" (rules scored on validation: {r['top_k_choice_on_val']}). Below the threshold {r['threshold']:.3f} the badge is "
+        f" (rules scored on validation: {r['top_k_choice_on_val']}). Below the threshold (below) the badge is "
         "`unknown`; otherwise an enrolled brand is named by the gallery and a trained brand by "
         + (f"the {r['names_trained_by']}, the more accurate of the two on validation "
            f"(top-1 {', '.join(f'{k} {_pct(v)}' for k, v in r['names_trained_by_val_top1'].items())})."
            if "names_trained_by" in r else "the softmax."), "",
         f"Threshold: calibrated on real photos only, the {cal['val_known_crops']} validation crops of known brands "
-        f"(at most {_pct(cal['max_known_rejection'])} rejected: {_pct(cal['val_known_rejected'])}) and the "
+        f"(each threshold set to reject {_pct(cal['max_known_rejection'])} of them; {_pct(cal['val_known_rejected'])} "
+        "rejected in all) and the "
         f"{cal['unknown_photos']} photos of the brands kept out of training, maximising unknown rejected minus "
-        "known rejected.", "",
+        f"known rejected: {r['threshold']:.3f}" + (", the fallback of the width bands below." if r.get("width_bands")
+                                                  else "."), "",
     ]
     if r.get("width_bands"):
         lines += ["The threshold depends on the badge crop's width (the badge box plus its margin, 15 % or 25 % "
                   f"under {SMALL_BADGE_PX} px, as the classifier gets it): small, blurry badges of known brands score lower than sharp ones, so each "
                   "width band has the threshold that rejects "
                   f"{_pct(cal['max_known_rejection'])} of the known validation badge crops of that width (no unknown "
-                  f"photo tunes it; a band with fewer than {MIN_BAND_CROPS} validation crops keeps the threshold above, "
-                  "which also judges whole photos, e.g. close-ups, that have no badge box):", "",
+                  f"photo tunes it; a band with fewer than {MIN_BAND_CROPS} validation crops keeps the threshold above). "
+                  "Whole photos (close-ups: no badge box, so no width) are a band of their own, calibrated the same way "
+                  f"on the {r['width_band_crops']['val_whole_photos']} validation photos: threshold "
+                  f"{r.get('photo_threshold', r['threshold']):.3f}.", "",
                   "| crop width | threshold | validation badge crops |", "|---|---|---|"]
         bands = r["width_bands"]
         for i, b in enumerate(bands):

@@ -12,8 +12,9 @@ classifier embeds, exactly as at run time).
   on the other half, so no brand is judged by a threshold tuned on its own photos.
 - Width bands: small crops of known brands score lower than large ones, so each band of crop
   widths (WIDTH_BANDS) gets the threshold that rejects MAX_KNOWN_REJECTION of the known
-  validation crops of that width; this uses no unknown photo. The global threshold above is the
-  fallback for sparse bands.
+  validation crops of that width; this uses no unknown photo. Whole photos (close-ups: no badge
+  box, no width) are a band of their own, calibrated the same way. The global threshold above is
+  the fallback for sparse bands.
 - Enrolment: each held-out brand with enough photos is enrolled from `ENROL_SHOTS` of them; top-1
   on its remaining photos, and the known brands' test accuracy before and after.
 - The shipped gallery also enrols every photo of the held-out brands, so the runtime names them.
@@ -115,6 +116,26 @@ def band_thresholds(known_best: np.ndarray, widths: np.ndarray, fallback: float,
     return out
 
 
+def photo_threshold(known_best: np.ndarray, widths: np.ndarray, fallback: float,
+                    max_known: float = MAX_KNOWN_REJECTION) -> float:
+    """The threshold for whole photos (width -1: close-ups, no badge box), a band of their own:
+    the score below which `max_known` of the known validation photos fall; `fallback` when there
+    are fewer than MIN_BAND_CROPS of them. The threshold chosen over all validation crops sat below
+    the sharp photos' scores (it also had to pass small street crops) and let unknown close-ups
+    through."""
+    photos = widths < 0
+    if photos.sum() < MIN_BAND_CROPS:
+        return fallback
+    return round(float(np.quantile(known_best[photos], max_known)), 4)
+
+
+def calibrate(gallery: Gallery, known_best: np.ndarray, widths: np.ndarray, fallback: float) -> None:
+    """Set the gallery's width-band and whole-photo thresholds from known validation scores;
+    `fallback` (calibrated with unknown photos) judges bands too sparse to calibrate."""
+    gallery.size_thresholds = band_thresholds(known_best, widths, fallback)
+    gallery.threshold = photo_threshold(known_best, widths, fallback)
+
+
 def choose_threshold(known_best: np.ndarray, unknown_best: np.ndarray,
                      max_known: float = MAX_KNOWN_REJECTION) -> float:
     grid = np.round(np.arange(0.0, 0.99, 0.005), 3)  # CosFace embeddings sit lower than pooled features
@@ -171,7 +192,7 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
         vb, vp = best_scores(g, e_val)
         ub, _ = best_scores(g, e_unseen)
         t = choose_threshold(vb, ub)
-        g.threshold, g.size_thresholds = t, band_thresholds(vb, w_val, t)  # judged as it would ship
+        calibrate(g, vb, w_val, t)  # judged as it would ship
         v_limit, u_limit = g.thresholds_for(w_val), g.thresholds_for(w_unseen)
         score = (_accuracy(val_truth, [p if s >= lim else UNKNOWN_BRAND for p, s, lim in zip(vp, vb, v_limit)])
                  + float(np.mean(ub < u_limit))) / 2
@@ -189,15 +210,15 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
                       "gallery": round(_accuracy(val_truth, val_pred), 4)}
     base.names_trained_by = "gallery" if namer_val_top1["gallery"] > namer_val_top1["softmax"] else "softmax"
 
-    # Width bands: calibrated on known validation crops only; the global threshold stays the
-    # fallback for sparse bands and for crops of unknown width (enrolment queries by embedding).
-    bands = band_thresholds(val_best, w_val, threshold)
-    base.threshold, base.size_thresholds = threshold, bands
+    # Width bands and whole photos: calibrated on known validation crops only; the global
+    # threshold stays the fallback for sparse bands.
+    calibrate(base, val_best, w_val, threshold)
+    bands = base.size_thresholds
     unseen_limit = base.thresholds_for(w_unseen)
 
     # Cross-fitted unknown rejection: two folds of unseen brands, each judged by the global
-    # threshold calibrated on the other fold (it judges whole photos and sparse bands; the
-    # bands themselves use no unknown photo).
+    # threshold calibrated on the other fold (it judges sparse bands only, if any; the bands and
+    # the whole-photo threshold use no unknown photo).
     rng = np.random.default_rng(seed)
     order = list(unseen_brands)
     rng.shuffle(order)
@@ -209,7 +230,7 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
         cal = ~np.isin(brand_of, list(fold))
         t_k = choose_threshold(val_best, unseen_best[cal])
         g_k = base.copy()
-        g_k.threshold, g_k.size_thresholds = t_k, band_thresholds(val_best, w_val, t_k)
+        calibrate(g_k, val_best, w_val, t_k)
         judged = np.isin(brand_of, list(fold))
         rej = unseen_best[judged] < g_k.thresholds_for(w_unseen[judged])
         rejected_total += int(rej.sum())
@@ -273,6 +294,7 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
                        "trained_references": len(refs), "enrolled_brands": unseen_brands,
                        "total_references": int(len(shipped.brands))},
         "threshold": threshold,
+        "photo_threshold": base.threshold,
         "width_bands": [{"from_px": lo, "threshold": t, "val_crops": int(np.sum(
             (w_val >= lo) & (w_val < (WIDTH_BANDS + (10 ** 9,))[i + 1])))} for i, (lo, t) in enumerate(bands)],
         "width_band_crops": {"val_badge_crops": int(np.sum(w_val >= 0)), "val_whole_photos": int(np.sum(w_val < 0)),
