@@ -15,7 +15,7 @@ from stream_pipeline.core.config import load_config
 from stream_pipeline.core.errors import OutputError, SourceError, UserError
 from stream_pipeline.core.redaction import redact
 from stream_pipeline.pipeline import Pipeline, ProgressCallback, RunSummary
-from stream_pipeline.sinks.outdir import claim_out_dir, prepare_out_dir
+from stream_pipeline.sinks.outdir import check_out_dir, clear_previous_runs, prepare_out_dir
 from stream_pipeline.sinks.summary import write_summary
 from stream_pipeline.report import INDEX_FILE, write_index, write_report
 from stream_pipeline.sources import VIDEO_SUFFIXES, FrameSource, is_live
@@ -180,8 +180,8 @@ def run_command(args: argparse.Namespace) -> int:
     sources = resolve_sources(args.source)
     out_root = Path(args.out) if args.out else default_out_dir()
     # An unusable output folder, or one holding a previous run, is reported before the models
-    # load, in one line.
-    claim_out_dir(out_root, overwrite=getattr(args, "overwrite", False))
+    # load, in one line; a previous run is cleared (--overwrite) only once they have loaded.
+    check_out_dir(out_root, overwrite=getattr(args, "overwrite", False))
     created = not out_root.exists()
     prepare_out_dir(out_root)
     folder_mode = len(sources) > 1 or Path(args.source).is_dir() or Path(args.source).suffix.lower() in LIST_SUFFIXES
@@ -190,6 +190,7 @@ def run_command(args: argparse.Namespace) -> int:
         # Only here is anything of Ray imported.
         from stream_pipeline.cluster.ray_runner import run_on_ray
 
+        clear_previous_runs(out_root)  # the models load on the cluster's workers
         return run_on_ray(args, config, sources, [out_root / name for name in names], out_root)
     try:
         pipeline = Pipeline(config)
@@ -197,6 +198,7 @@ def run_command(args: argparse.Namespace) -> int:
         if created and not any(out_root.iterdir()):  # a model error leaves no empty folder behind
             out_root.rmdir()
         raise
+    clear_previous_runs(out_root)
     failures: list[str] = []
     run_dirs: list[Path] = []
     try:

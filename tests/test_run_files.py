@@ -135,6 +135,15 @@ def test_a_second_run_into_the_same_folder_is_refused_unless_overwrite(tmp_path:
     assert again.stderr.strip().count("\n") == 0 and "already holds a run" in again.stderr and "--overwrite" in again.stderr
     assert (out / "events.jsonl").read_bytes() == events_before  # nothing lost
 
+    # --overwrite with models that cannot load: the run never starts, so nothing is replaced
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(f"brands:\n  gallery: {tmp_path / 'no_such_gallery.npz'}\n")
+    failed = run_cli("run", str(videos / "parked_honda_portrait.mp4"), "--config", str(broken), "--out", str(out),
+                     "--max-frames", "30", "--overwrite")
+    assert failed.returncode == 4 and "no_such_gallery" in failed.stderr, failed.stderr
+    assert (out / "events.jsonl").read_bytes() == events_before
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == snapshots_before
+
     replaced = run_cli("run", str(videos / "parked_honda_portrait.mp4"), "--out", str(out), "--max-frames", "30",
                        "--overwrite")
     assert replaced.returncode == 0, replaced.stderr

@@ -221,6 +221,14 @@ cameras:
     assert again.stderr.strip().count("\n") == 0 and "already holds a run" in again.stderr and "--overwrite" in again.stderr
     assert (out / "clip" / "events.jsonl").read_bytes() == events_before  # nothing lost
 
+    # --overwrite with models that cannot load: serve never starts, so nothing is replaced
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(f"detector:\n  model: {tmp_path / 'no_such_detector.xml'}\n")
+    failed = run_cli("serve", str(cameras), "--config", str(broken), "--out", str(out), "--max-frames", "5",
+                     "--no-progress", "--overwrite")
+    assert failed.returncode == 4 and "no_such_detector" in failed.stderr, failed.stderr
+    assert (out / "clip" / "events.jsonl").read_bytes() == events_before and (out / "index.html").is_file()
+
     replaced = run_cli("serve", str(cameras), "--out", str(out), "--max-frames", "5", "--no-progress", "--overwrite")
     assert replaced.returncode == 0, replaced.stderr
     assert read_events(out / "clip" / "events.jsonl")[-1]["frames"] == 5

@@ -21,7 +21,7 @@ from stream_pipeline.pipeline import Pipeline
 from stream_pipeline.serve.camera import CameraStats, CameraWorker
 from stream_pipeline.serve.config import load_cameras
 from stream_pipeline.serve.models import DetectionScheduler, LockedModel
-from stream_pipeline.sinks.outdir import claim_out_dir, prepare_out_dir
+from stream_pipeline.sinks.outdir import check_out_dir, clear_previous_runs, prepare_out_dir
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -71,10 +71,12 @@ def serve_command(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError("--max-frames must be at least 1")
     out_root = Path(args.out) if args.out else Path("runs") / time.strftime("serve-%Y%m%d-%H%M%S")
-    # a restarted serve into the same folder would truncate every camera's event log
-    claim_out_dir(out_root, overwrite=getattr(args, "overwrite", False))
+    # a restarted serve into the same folder would truncate every camera's event log; with
+    # --overwrite the previous runs are cleared only once the models have loaded
+    check_out_dir(out_root, overwrite=getattr(args, "overwrite", False))
     prepare_out_dir(out_root)
     scheduler, recognizer = load_models(configs)
+    clear_previous_runs(out_root)
     stop = threading.Event()
     workers = []
     for camera in serve.cameras:

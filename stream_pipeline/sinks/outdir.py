@@ -46,19 +46,23 @@ def previous_runs(out: Path) -> list[Path]:
     return runs + sorted(d for d in out.iterdir() if d.is_dir() and (d / "events.jsonl").is_file())
 
 
-def claim_out_dir(out: Path, overwrite: bool) -> None:
+def check_out_dir(out: Path, overwrite: bool) -> None:
     """Refuse an output folder that already holds a run, unless told to replace it: a rerun would
-    overwrite its records and mix its snapshots with the new run's. With `overwrite`, the
-    previous run's own outputs (RUN_OUTPUTS, FOLDER_OUTPUTS) are removed first; nothing else is."""
+    overwrite its records and mix its snapshots with the new run's. Nothing is removed here:
+    `clear_previous_runs` does that once the models have loaded, so a run that cannot start
+    leaves the previous one as it was."""
     runs = previous_runs(out)
-    if not runs:
-        return
-    if not overwrite:
+    if runs and not overwrite:
         where = out if runs == [out] else f"{out} ({len(runs)} run folders)"
         raise UserError(f"--out {where} already holds a run (events.jsonl); choose another folder, "
                         "or pass --overwrite to replace it")
+
+
+def clear_previous_runs(out: Path) -> None:
+    """Remove the previous runs' own outputs (RUN_OUTPUTS in each run folder, FOLDER_OUTPUTS at
+    the root); nothing else in the folder is touched."""
     try:
-        for run in runs:
+        for run in previous_runs(out):
             for name in RUN_OUTPUTS:
                 target = run / name
                 if target.is_dir() and not target.is_symlink():
