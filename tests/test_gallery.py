@@ -365,6 +365,30 @@ def test_classify_takes_a_folder_and_refuses_contradictory_options(tmp_path, lan
         assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
 
 
+def test_classify_says_what_it_could_not_read(tmp_path, lancia_photos):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no image here")
+    for path, message in ((empty, "no images given"), (tmp_path / "nowhere.jpg", "image not found")):
+        out = run_cli("classify", str(path))
+        assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
+        assert out.stdout == ""
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    out = run_cli("classify", "--json", str(broken), str(lancia_photos[0]))
+    assert out.returncode == 2  # one image unreadable: said, and the other still answered
+    assert out.stderr.count("\n") == 1 and f"cannot read image {broken}" in out.stderr
+    assert [json.loads(line)["path"] for line in out.stdout.splitlines()] == [str(lancia_photos[0])]
+
+
+def test_gallery_list_one_brand(tmp_path):
+    out = run_cli("gallery", "list", "bmw", "--json")
+    assert out.returncode == 0, out.stderr
+    assert [row["brand"] for row in json.loads(out.stdout)["brands"]] == ["bmw"]
+    missing = run_cli("gallery", "list", "geely")
+    assert missing.returncode == 2 and "'geely' is not in" in missing.stderr
+
+
 def test_enrol_into_a_gallery_whose_brands_were_all_removed(tmp_path, lancia_photos):
     gallery = tmp_path / "empty.npz"
     g = Gallery.load(SHIPPED)
@@ -377,3 +401,22 @@ def test_enrol_into_a_gallery_whose_brands_were_all_removed(tmp_path, lancia_pho
     assert result["enrolled"] == 3 and result["look_alike"] is None
     named = run_cli("classify", "--json", "--gallery", str(gallery), str(lancia_photos[5]))
     assert named.returncode == 0 and json.loads(named.stdout)["brand"] == "lancia", named.stdout
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("truncated", "damaged or incomplete file"),
+    ("text", "not a gallery file"),
+    ("other_npz", "not a gallery file"),
+])
+def test_a_damaged_gallery_file_is_one_line_and_exit_4(tmp_path, damage, reason):
+    path = tmp_path / "g.npz"
+    if damage == "truncated":  # e.g. a copy cut short
+        path.write_bytes(SHIPPED.read_bytes()[:1000])
+    elif damage == "text":
+        path.write_text("not a gallery\n")
+    else:
+        np.savez(path, something=np.arange(3))
+    for args in (("gallery", "list"), ("enroll", "lancia", str(tmp_path))):
+        result = run_cli(*args, "--gallery", str(path))
+        assert result.returncode == 4, result.stderr
+        assert result.stderr.strip().count("\n") == 0 and reason in result.stderr and str(path) in result.stderr

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,8 +138,13 @@ class Gallery:
                            np.asarray(data["keys"]).astype(object), int(meta.get("top_k", TOP_K_REFS)),
                            [(int(w), float(t)) for w, t in meta.get("size_thresholds", [])],
                            str(meta.get("scoring", "nearest")), str(meta.get("names_trained_by", "softmax")))
+        except (zipfile.BadZipFile, EOFError) as exc:  # truncated or damaged
+            raise ModelError(f"brand gallery unreadable: {path}: damaged or incomplete file ({exc})") from None
         except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(f"brand gallery unreadable: {path}: {exc}") from exc
+            # numpy reads a file that is not .npz as a pickle, and refuses it with advice to unpickle it
+            reason = ("not a gallery file (a .npz written by build-gallery or enroll)"
+                      if "pickled" in str(exc) or isinstance(exc, KeyError) else exc)
+            raise ModelError(f"brand gallery unreadable: {path}: {reason}") from None
 
     def save(self, path: Path) -> None:
         """Atomic: a crash mid-write leaves the old gallery, never half a file."""

@@ -246,11 +246,18 @@ def cmd_gallery(args) -> int:
     if args.action == "list":
         gallery = Gallery.load(path)
         rows = gallery.summary()
+        if args.brand:
+            brand = check_slug(args.brand)
+            rows = [row for row in rows if row["brand"] == brand]
+            if not rows:
+                raise UserError(f"brand {brand!r} is not in {path}")
         if args.json:
             print(json.dumps({"gallery": str(path), "threshold": gallery.threshold, "scoring": gallery.scoring,
                               "size_thresholds": gallery.size_thresholds, "brands": rows}))
         else:
-            print(f"{path}: {len(rows)} brands, {len(gallery.brands)} references, threshold {gallery.threshold:.3f}")
+            bands = "".join(f", badges from {w} px {t:.3f}" for w, t in gallery.size_thresholds)
+            print(f"{path}: {len(gallery.brand_names)} brands, {len(gallery.brands)} references; "
+                  f"thresholds: whole photos {gallery.threshold:.3f}{bands}")
             for row in rows:
                 enrolled = f" ({row['enrolled']} enrolled)" if row["enrolled"] else ""
                 print(f"  {row['brand']:<20} {row['references']:>4} references{enrolled}")

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
 from stream_pipeline.core.errors import ModelError, UserError
+
+log = logging.getLogger("stream_pipeline.classifier")
 
 
 def _shared(args) -> Path:
@@ -162,27 +165,36 @@ def _cmd_classify(args) -> int:
 
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         raise UserError(f"--threshold must be a probability between 0 and 1, not {args.threshold}")
+    inputs: list[str] = []  # as given: the output names each image as the user did
+    for p in args.images:  # a folder stands for its images, as for detect-logos and enroll
+        path = Path(p)
+        if path.is_dir():
+            inputs += [str(f) for f in sorted(path.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_EXTS]
+        elif path.is_file():
+            inputs.append(p)
+        else:
+            raise UserError(f"image not found: {p}")
+    if not inputs:
+        raise UserError(f"no images given: no image files ({', '.join(sorted(IMAGE_EXTS))}) in {', '.join(args.images)}")
     clf = BrandClassifier.load(_model_dir(args) if args.model_dir else None, threshold=args.threshold)
     gallery_file = _classify_gallery(args)
     if gallery_file is not None:
         from stream_pipeline.brands.gallery import Gallery
 
         clf.use_gallery(Gallery.load(gallery_file))
+    if gallery_file is not None and args.threshold is not None:
+        log.warning("--threshold applies to the softmax alone: with a gallery its similarity thresholds decide "
+                    "(pass --no-gallery to use --threshold)")
     images, paths, failed = [], [], 0
-    inputs = []
-    for p in args.images:  # a folder stands for its images, as for detect-logos and enroll
-        folder = Path(p)
-        inputs += ([str(f) for f in sorted(folder.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_EXTS]
-                   if folder.is_dir() else [p])
     for p in inputs:
-        img = read_image(Path(p)) if Path(p).is_file() else None
+        img = read_image(Path(p))
         if img is None:
-            print(f"stream-pipeline: cannot read image: {p}", file=sys.stderr)
+            print(f"stream-pipeline: error: cannot read image {p}", file=sys.stderr)
             failed += 1
             continue
         images.append(img)
         paths.append(p)
-    # an image file is judged as a whole photo (the gallery's global threshold): its width says
+    # an image file is judged as a whole photo (the gallery's whole-photo threshold): its width says
     # nothing of the badge's size, unlike a badge crop cut from a frame
     for path, pred in zip(paths, clf.classify(images, widths=[None] * len(images))):
         if args.json:
@@ -193,7 +205,7 @@ def _cmd_classify(args) -> int:
             print(f"{path}: {pred.brand} ({pred.confidence:.2f})  [{tops}]")
     if failed and not paths:
         raise UserError(f"none of the {failed} images could be read")
-    return 1 if failed else 0
+    return 2 if failed else 0  # as detect-logos: the readable ones are answered, the exit says some were not
 
 
 def _cmd_benchmark(args) -> int:
