@@ -195,9 +195,19 @@ def test_enrol_a_brand_from_photos_then_classify_names_it(tmp_path, lancia_photo
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
 
 
+def _bmw_closeups(shared, training: bool) -> list[Path]:
+    """BMW close-ups of the classifier's training split (the shipped gallery's references) or not."""
+    import csv
+
+    with open(SHIPPED.parent / "split_manifest.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["path"].startswith("data/logos-closeup/bmw/")]
+    return sorted(shared / r["path"] for r in rows if (r["split"] == "train") == training)
+
+
 def test_enrol_creates_a_new_gallery_from_the_shipped_one(tmp_path, shared):
     gallery = tmp_path / "sub" / "new.npz"
-    photos = sorted((shared / "data" / "logos-closeup" / "bmw").glob("*.jpg"))[:3]
+    photos = _bmw_closeups(shared, training=False)[:3]
+    assert len(photos) == 3
     out = run_cli("enroll", "my-fleet-badge", *map(str, photos), "--gallery", str(gallery), "--json")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
@@ -207,6 +217,19 @@ def test_enrol_creates_a_new_gallery_from_the_shipped_one(tmp_path, shared):
     assert "3 of 3 images match bmw" in out.stderr
     shipped, new = Gallery.load(SHIPPED), Gallery.load(gallery)
     assert len(new.brands) == len(shipped.brands) + 3 and "my-fleet-badge" not in shipped.brand_names
+
+
+def test_training_photos_of_a_trained_brand_are_already_in_the_gallery(tmp_path, shared):
+    """The shipped gallery's references are the training crops: enrolling those photos under
+    another name is reported, with the brand that holds them, not enrolled a second time."""
+    held, new = _bmw_closeups(shared, training=True), _bmw_closeups(shared, training=False)
+    out = run_cli("enroll", "beemer", *map(str, held + new[:1]), "--gallery", str(tmp_path / "g.npz"), "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["enrolled"] == 1 and len(result["skipped"]["already_enrolled"]) == len(held)
+    assert result["already_enrolled_as"] == {"bmw": len(held)}
+    text = run_cli("enroll", "beemer", *map(str, held[:2]), "--gallery", str(tmp_path / "g.npz"))
+    assert text.returncode == 2 and "already_enrolled 2" in text.stderr
 
 
 def test_photos_the_shipped_gallery_enrolled_are_not_enrolled_twice(tmp_path, lancia_photos):
@@ -346,7 +369,7 @@ def test_the_shipped_gallery_is_never_changed_and_no_brand_hides_as_a_rejection(
     out = run_cli("enroll", "dacia-", str(lancia_photos[0]), "--gallery", str(tmp_path / "g.npz"))
     assert out.returncode == 2 and "not a slug" in out.stderr
     assert not (tmp_path / "g.npz").exists()
-    photo = sorted((shared / "data" / "logos-closeup" / "bmw").glob("*.jpg"))[0]  # not enrolled in the shipped one
+    photo = _bmw_closeups(shared, training=False)[0]  # not in the shipped one
     out = run_cli("enroll", "mercedes", str(photo), "--gallery", str(tmp_path / "g.npz"))
     assert out.returncode == 0 and "mercedes-benz" in out.stderr  # a note, not a refusal
 

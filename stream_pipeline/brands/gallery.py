@@ -82,7 +82,7 @@ class Gallery:
     threshold: float
     model_digest: str
     info: dict = field(default_factory=dict)  # calibration figures, how it was built
-    keys: np.ndarray | None = None  # per reference: perceptual hash of an enrolled image ("" if none)
+    keys: np.ndarray | None = None  # per reference: perceptual hash of its image ("" if unknown)
     top_k: int = TOP_K_REFS
     # [(smallest crop width in px, threshold), ...] ascending; empty: `threshold` for every crop
     size_thresholds: list = field(default_factory=list)

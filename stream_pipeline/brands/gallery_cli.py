@@ -80,14 +80,26 @@ def image_key(img) -> str:
     return f"{phash64(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)):016x}"
 
 
-def load_enrolment_images(inputs: list[str], existing_keys: set[str]) -> tuple[list, list[str], list[Path], dict]:
-    """Readable, large-enough, non-duplicate images -> (images, perceptual-hash keys, paths, report)."""
+def _hamming(keys: np.ndarray, key: int) -> np.ndarray:
+    """Bits differing between one 64-bit key and each of `keys` (uint64)."""
+    x = np.bitwise_xor(keys, np.uint64(key))
+    return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+
+
+def load_enrolment_images(inputs: list[str], existing: dict[str, str]) -> tuple[list, list[str], list[Path], dict]:
+    """Readable, large-enough, non-duplicate images -> (images, perceptual-hash keys, paths, report).
+    `existing`: the gallery's keys and the brand each belongs to; an image that matches one is
+    reported as already enrolled (with that brand in report["already_enrolled_as"])."""
     from stream_pipeline.training.classifier.dataset import MIN_SIDE_PX, PHASH_MAX_DISTANCE, read_image
 
     paths, missing = _collect_images(inputs)
     report = {"missing": missing, "unreadable": [], "tiny": [], "duplicates": [], "already_enrolled": []}
-    images, keys, kept, md5s, hashes = [], [], [], set(), []
-    existing = [int(k, 16) for k in existing_keys if k]
+    held_as: Counter = Counter()
+    images, keys, kept, md5s = [], [], [], set()
+    known = [(k, b) for k, b in existing.items() if k]
+    held = np.array([int(k, 16) for k, _ in known], np.uint64)
+    held_brands = [b for _, b in known]
+    taken = np.zeros(0, np.uint64)
     for path in paths:
         img = read_image(path)
         if img is None:
@@ -99,17 +111,22 @@ def load_enrolment_images(inputs: list[str], existing_keys: set[str]) -> tuple[l
         md5 = hashlib.md5(path.read_bytes()).hexdigest()
         key = image_key(img)
         ph = int(key, 16)
-        if md5 in md5s or any(bin(ph ^ h).count("1") <= PHASH_MAX_DISTANCE for h in hashes):
+        if md5 in md5s or (len(taken) and _hamming(taken, ph).min() <= PHASH_MAX_DISTANCE):
             report["duplicates"].append(str(path))
             continue
-        if any(bin(ph ^ h).count("1") <= PHASH_MAX_DISTANCE for h in existing):
-            report["already_enrolled"].append(str(path))
-            continue
+        if len(held):
+            distance = _hamming(held, ph)
+            if distance.min() <= PHASH_MAX_DISTANCE:
+                report["already_enrolled"].append(str(path))
+                held_as[held_brands[int(distance.argmin())]] += 1
+                continue
         md5s.add(md5)
-        hashes.append(ph)
+        taken = np.append(taken, np.uint64(ph))
         images.append(img)
         keys.append(key)
         kept.append(path)
+    if held_as:
+        report["already_enrolled_as"] = dict(held_as)
     return images, keys, kept, report
 
 
@@ -203,7 +220,9 @@ def cmd_enroll(args) -> int:
     gallery, created = _load_or_create(path)
     clf = BrandClassifier.load(Path(args.model_dir) if args.model_dir else None)
     clf.use_gallery(gallery)  # refuses a gallery embedded by another model
-    images, keys, paths, report = load_enrolment_images(args.images, set(gallery.keys.tolist()))
+    images, keys, paths, report = load_enrolment_images(
+        args.images, dict(zip(gallery.keys.tolist(), gallery.brands.tolist())))
+    held_as = report.pop("already_enrolled_as", {})
     if args.detect_badge and images:
         images, idx = _crop_badges(images, paths, report, clf)
         keys, paths = [keys[i] for i in idx], [paths[i] for i in idx]
@@ -226,7 +245,8 @@ def cmd_enroll(args) -> int:
     gallery.save(path)
     result = {"brand": brand, "gallery": str(path), "created": created, "enrolled": len(images),
               "references_before": before, "references_now": int((gallery.brands == brand).sum()),
-              "skipped": {k: v for k, v in report.items() if v}, "look_alike": look_alike}
+              "skipped": {k: v for k, v in report.items() if v}, "already_enrolled_as": held_as,
+              "look_alike": look_alike}
     if args.json:
         print(json.dumps(result))
     else:
@@ -234,7 +254,9 @@ def cmd_enroll(args) -> int:
               f"{' (created from the shipped gallery)' if created else ''}; "
               f"{result['references_now']} references now")
         for what, items in result["skipped"].items():
-            print(f"  skipped, {what.replace('_', ' ')}: {len(items)}: {', '.join(items[:5])}"
+            held = (" (in the gallery as " + ", ".join(f"{b} {n}" for b, n in sorted(held_as.items())) + ")"
+                    if what == "already_enrolled" and held_as else "")
+            print(f"  skipped, {what.replace('_', ' ')}{held}: {len(items)}: {', '.join(items[:5])}"
                   f"{' ...' if len(items) > 5 else ''}")
     return 0
 

@@ -77,12 +77,14 @@ class Embedded(NamedTuple):
     probs: np.ndarray  # (N, labels) softmax
     widths: np.ndarray  # crop width in px, -1 for whole photos (no badge box: the global threshold)
     min_sides: np.ndarray  # the crop's shorter side in px (enroll skips images under MIN_SIDE_PX)
+    keys: list  # the crop's enrolment key (`gallery_cli.image_key`): enroll skips images the gallery holds
 
 
 def embed_records(clf: BrandClassifier, shared: Path, records: list[Record]) -> Embedded:
     from stream_pipeline.brands.gallery import normalise
+    from stream_pipeline.brands.gallery_cli import image_key
 
-    feats, probs, widths, sides = [], [], [], []
+    feats, probs, widths, sides, keys = [], [], [], [], []
     for start in range(0, len(records), 256):
         batch = records[start:start + 256]
         crops = [load_record_image(shared, r) for r in batch]
@@ -91,11 +93,12 @@ def embed_records(clf: BrandClassifier, shared: Path, records: list[Record]) -> 
         feats.append(normalise(f))
         widths += [c.shape[1] if r.box is not None else -1 for r, c in zip(batch, crops)]
         sides += [min(c.shape[:2]) for c in crops]
+        keys += [image_key(c) for c in crops]
     if not feats:
         return Embedded(np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32), np.zeros(0, np.int64),
-                        np.zeros(0, np.int64))
+                        np.zeros(0, np.int64), [])
     return Embedded(np.concatenate(feats), np.concatenate(probs), np.asarray(widths, np.int64),
-                    np.asarray(sides, np.int64))
+                    np.asarray(sides, np.int64), keys)
 
 
 def best_scores(gallery: Gallery, emb: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -188,7 +191,7 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
         # chosen on validation (known accuracy with rejection plus in-sample unknown
         # rejection), never on test
         g = Gallery(e_ref, np.array([r.brand for r in refs], object), np.array(["train"] * len(refs), object),
-                    0.0, clf.digest, top_k=k, scoring=rule)
+                    0.0, clf.digest, keys=np.array(ref_set.keys, object), top_k=k, scoring=rule)
         vb, vp = best_scores(g, e_val)
         ub, _ = best_scores(g, e_unseen)
         t = choose_threshold(vb, ub)
@@ -280,15 +283,13 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
     # Softmax on the same test crops, for comparison.
     softmax_top1 = _accuracy(truth, [labels[i] for i in test_set.probs.argmax(axis=1)])
 
-    # The shipped gallery: trained references + every photo of the held-out brands enrolled,
-    # with the perceptual-hash keys `enroll` gives its images, so enrolling one of them again is
-    # reported as already enrolled.
-    from stream_pipeline.brands.gallery_cli import image_key
-
+    # The shipped gallery: trained references + every photo of the held-out brands enrolled.
+    # Every reference keeps the perceptual-hash key `enroll` gives its image, so enrolling one
+    # of them again (under any name) is reported as already in the gallery.
     shipped = base.copy()
     for b in unseen_brands:
         mine = np.nonzero(brand_of == b)[0]
-        shipped.add(b, e_unseen[mine], keys=[image_key(load_record_image(shared, unseen[i])) for i in mine])
+        shipped.add(b, e_unseen[mine], keys=[unseen_set.keys[i] for i in mine])
     report = {
         "references": {"per_brand": per_brand, "road_share": ROAD_SHARE, "trained_brands": len(classes),
                        "trained_references": len(refs), "enrolled_brands": unseen_brands,
