@@ -234,3 +234,22 @@ cameras:
     assert read_events(out / "clip" / "events.jsonl")[-1]["frames"] == 5
     assert (out / "index.html").is_file()
     assert (out / "notes.txt").read_text() == "the operator's own file"
+
+
+def test_a_missing_video_file_fails_at_once_while_the_other_camera_runs(tmp_path: Path, videos: Path):
+    """Retrying is for cameras; a mistyped file path never appears, so serve must not wait on it forever."""
+    cameras = _cameras_file(tmp_path, f"""
+defaults:
+  brands: {{enabled: false}}
+retry: {{initial_s: 30, max_s: 60}}
+cameras:
+  - {{name: ghost, source: "{tmp_path / 'no_such_clip.mp4'}"}}
+  - {{name: clip, source: "{videos / 'suburban_junction.mp4'}"}}
+""")
+    out = tmp_path / "out"
+    result = run_cli("serve", str(cameras), "--out", str(out), "--max-frames", "20", "--no-progress")
+    assert result.returncode == 3, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("stream-pipeline: error:")]
+    assert len(errors) == 1 and "1 of 2 cameras failed; first: ghost" in errors[0] and "no_such_clip" in errors[0]
+    assert "retry" not in result.stderr
+    assert read_events(out / "clip" / "events.jsonl")[-1]["frames"] == 20

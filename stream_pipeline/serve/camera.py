@@ -208,6 +208,9 @@ class CameraSource(FrameSource):
             self._emit({"status": "stalled", "stream_s": round(self._last_stream_s, 3),
                         "last_frame": self._last_index, "reason": str(error)})
             self._gap_open, self._gap_from = True, self._last_index
+        if not self.is_live:  # a video file that cannot be read will not become readable by waiting
+            stats.state = "failed"
+            raise error
         if self.retry.max_attempts is not None and failures > self.retry.max_attempts:
             stats.state = "failed"
             raise SourceError(f"{error} (gave up after {self.retry.max_attempts} retries)")
