@@ -186,3 +186,9 @@ def test_report_command_on_a_folder_without_runs(tmp_path: Path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"stream-pipeline: error: no events.jsonl in {tmp_path} or its sub-folders: not a run output folder"]
+    events = tmp_path / "events.jsonl"  # the log itself, not its folder
+    events.write_text("")
+    result = run_cli("report", str(events))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"stream-pipeline: error: {events} is a file: give the run's output folder (the one holding events.jsonl)"]

@@ -109,6 +109,8 @@ def run_folders(path: Path) -> list[Path]:
 def rebuild(path: str | Path) -> list[Path]:
     """`stream-pipeline report OUT_DIR`: one run folder, or a folder of runs (+ index)."""
     path = Path(path)
+    if path.is_file():
+        raise UserError(f"{path} is a file: give the run's output folder (the one holding events.jsonl)")
     if not path.is_dir():
         raise UserError(f"output folder not found: {path}")
     if (path / "events.jsonl").is_file():
