@@ -181,7 +181,8 @@ def run_command(args: argparse.Namespace) -> int:
     out_root = Path(args.out) if args.out else default_out_dir()
     # An unusable output folder, or one holding a previous run, is reported before the models
     # load, in one line; a previous run is cleared (--overwrite) only once they have loaded.
-    check_out_dir(out_root, overwrite=getattr(args, "overwrite", False))
+    overwrite = getattr(args, "overwrite", False)
+    check_out_dir(out_root, overwrite=overwrite)
     created = not out_root.exists()
     prepare_out_dir(out_root)
     folder_mode = len(sources) > 1 or Path(args.source).is_dir() or Path(args.source).suffix.lower() in LIST_SUFFIXES
@@ -190,15 +191,17 @@ def run_command(args: argparse.Namespace) -> int:
         # Only here is anything of Ray imported.
         from stream_pipeline.cluster.ray_runner import run_on_ray
 
-        clear_previous_runs(out_root)  # the models load on the cluster's workers
-        return run_on_ray(args, config, sources, [out_root / name for name in names], out_root)
+        # the models load on the cluster's workers: the previous run is cleared once it is reached
+        return run_on_ray(args, config, sources, [out_root / name for name in names], out_root,
+                          on_connected=lambda: clear_previous_runs(out_root) if overwrite else None)
     try:
         pipeline = Pipeline(config)
     except UserError:
         if created and not any(out_root.iterdir()):  # a model error leaves no empty folder behind
             out_root.rmdir()
         raise
-    clear_previous_runs(out_root)
+    if overwrite:
+        clear_previous_runs(out_root)
     failures: list[str] = []
     run_dirs: list[Path] = []
     try:

@@ -133,3 +133,16 @@ def test_unreachable_ray_head_is_one_line_error(tmp_path: Path, clip_folder: Pat
     result = run_cli("run", str(clip_folder), "--out", str(tmp_path / "out"), "--ray", address)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"stream-pipeline: error: cannot reach the Ray head at {address}: Connection refused"]
+
+
+def test_overwrite_on_an_unreachable_ray_head_keeps_the_previous_run(tmp_path: Path, clip_folder: Path,
+                                                                       no_brands_config: Path):
+    out = tmp_path / "out"
+    first = run_cli("run", str(clip_folder / CLIPS[1]), "--config", str(no_brands_config), "--out", str(out),
+                    "--max-frames", "5", "--no-progress")
+    assert first.returncode == 0, first.stderr
+    events = (out / "events.jsonl").read_bytes()
+    address = f"127.0.0.1:{free_port()}"
+    result = run_cli("run", str(clip_folder), "--out", str(out), "--ray", address, "--overwrite")
+    assert result.returncode == 2 and "cannot reach the Ray head" in result.stderr
+    assert (out / "events.jsonl").read_bytes() == events

@@ -72,7 +72,7 @@ def test_add_remove_save_load_round_trip(tmp_path):
 
 def test_a_wide_crop_must_score_higher_than_a_small_one():
     # one brand, a query scoring 0.7 against it: known when small (band threshold 0.6), unknown
-    # when the crop is wide (band 0.8); without widths the global threshold (0.65) decides
+    # when the crop is wide (band 0.8); without widths (whole photos) `threshold` (0.65) decides
     g = Gallery(_unit([1, 0]), np.array(["audi"], object), np.array(["train"], object), 0.65, "x", top_k=1,
                 size_thresholds=[(0, 0.6), (64, 0.8)])
     q = _unit([0.7, 0.714])
@@ -187,7 +187,7 @@ def test_enrol_a_brand_from_photos_then_classify_names_it(tmp_path, lancia_photo
     assert named.count("lancia") >= len(rest) - 1, named
 
     again = run_cli("enroll", "lancia", str(enrol[0]), "--gallery", str(gallery), "--json")
-    assert again.returncode == 2 and "already_enrolled 1" in again.stderr
+    assert again.returncode == 2 and "already enrolled 1 (in the gallery as lancia 1)" in again.stderr
 
     removed = run_cli("gallery", "remove", "lancia", "--gallery", str(gallery))
     assert removed.returncode == 0 and "removed 10" in removed.stdout
@@ -229,14 +229,14 @@ def test_training_photos_of_a_trained_brand_are_already_in_the_gallery(tmp_path,
     assert result["enrolled"] == 1 and len(result["skipped"]["already_enrolled"]) == len(held)
     assert result["already_enrolled_as"] == {"bmw": len(held)}
     text = run_cli("enroll", "beemer", *map(str, held[:2]), "--gallery", str(tmp_path / "g.npz"))
-    assert text.returncode == 2 and "already_enrolled 2" in text.stderr
+    assert text.returncode == 2 and "already enrolled 2 (in the gallery as bmw 2)" in text.stderr
 
 
 def test_photos_the_shipped_gallery_enrolled_are_not_enrolled_twice(tmp_path, lancia_photos):
     """The shipped gallery keeps the perceptual-hash keys of the held-out brands' photos it enrolled."""
     gallery = tmp_path / "copy.npz"
     out = run_cli("enroll", "lancia", *map(str, lancia_photos[:3]), "--gallery", str(gallery))
-    assert out.returncode == 2 and "already_enrolled 3" in out.stderr, out.stderr
+    assert out.returncode == 2 and "already enrolled 3 (in the gallery as lancia 3)" in out.stderr, out.stderr
     assert out.stderr.count("\n") == 1
 
 
@@ -402,6 +402,9 @@ def test_classify_says_what_it_could_not_read(tmp_path, lancia_photos):
     assert out.returncode == 2  # one image unreadable: said, and the other still answered
     assert out.stderr.count("\n") == 1 and f"cannot read image {broken}" in out.stderr
     assert [json.loads(line)["path"] for line in out.stdout.splitlines()] == [str(lancia_photos[0])]
+    alone = run_cli("classify", str(broken))
+    assert alone.returncode == 2 and alone.stderr.strip().splitlines() == [
+        f"stream-pipeline: error: cannot read image {broken}"]
 
 
 def test_gallery_list_one_brand(tmp_path):
@@ -430,6 +433,9 @@ def test_enrol_into_a_gallery_whose_brands_were_all_removed(tmp_path, lancia_pho
     ("truncated", "damaged or incomplete file"),
     ("text", "not a gallery file"),
     ("other_npz", "not a gallery file"),
+    ("npy", "not a gallery file"),
+    ("corrupted", "damaged or incomplete file"),
+    ("bad_keys", "image keys are not 64-bit hex"),
 ])
 def test_a_damaged_gallery_file_is_one_line_and_exit_4(tmp_path, damage, reason):
     path = tmp_path / "g.npz"
@@ -437,8 +443,20 @@ def test_a_damaged_gallery_file_is_one_line_and_exit_4(tmp_path, damage, reason)
         path.write_bytes(SHIPPED.read_bytes()[:1000])
     elif damage == "text":
         path.write_text("not a gallery\n")
-    else:
+    elif damage == "other_npz":
         np.savez(path, something=np.arange(3))
+    elif damage == "npy":  # an array saved under the gallery's name
+        with open(path, "wb") as fh:
+            np.save(fh, np.arange(3))
+    elif damage == "corrupted":  # bytes flipped inside the compressed data
+        data = bytearray(SHIPPED.read_bytes())
+        for i in range(len(data) // 2, len(data) // 2 + 200):
+            data[i] ^= 0x55
+        path.write_bytes(bytes(data))
+    else:
+        g = Gallery.load(SHIPPED)
+        g.keys[0] = "not-a-key"
+        g.save(path)
     for args in (("gallery", "list"), ("enroll", "lancia", str(tmp_path))):
         result = run_cli(*args, "--gallery", str(path))
         assert result.returncode == 4, result.stderr

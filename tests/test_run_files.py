@@ -156,6 +156,19 @@ def test_a_second_run_into_the_same_folder_is_refused_unless_overwrite(tmp_path:
     assert (out / "notes.txt").read_text() == "the operator's own file"
 
 
+def test_a_run_into_a_folder_of_the_users_own_files_leaves_them(tmp_path: Path, videos: Path):
+    """Files named like a folder run's (index.html, summary.csv) are the user's when no run is there."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "index.html").write_text("<p>my page</p>")
+    (out / "summary.csv").write_text("my,table\n")
+    result = run_cli("run", str(videos / "dashcam_vw_close.mp4"), "--out", str(out), "--max-frames", "10",
+                     "--no-progress", "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert (out / "index.html").read_text() == "<p>my page</p>" and (out / "summary.csv").read_text() == "my,table\n"
+    assert (out / "events.jsonl").is_file()
+
+
 def test_a_model_error_exits_4_in_one_line_and_leaves_no_empty_folder(tmp_path: Path, videos: Path):
     config = tmp_path / "cfg.yaml"
     config.write_text("brands:\n  classifier: models/no_such_classifier\n")

@@ -241,7 +241,7 @@ def test_a_missing_video_file_fails_at_once_while_the_other_camera_runs(tmp_path
     cameras = _cameras_file(tmp_path, f"""
 defaults:
   brands: {{enabled: false}}
-retry: {{initial_s: 30, max_s: 60}}
+retry: {{initial_s: 0.2, max_s: 0.4, max_attempts: 1}}
 cameras:
   - {{name: ghost, source: "{tmp_path / 'no_such_clip.mp4'}"}}
   - {{name: clip, source: "{videos / 'suburban_junction.mp4'}"}}
@@ -253,3 +253,5 @@ cameras:
     assert len(errors) == 1 and "1 of 2 cameras failed; first: ghost" in errors[0] and "no_such_clip" in errors[0]
     assert "retry" not in result.stderr
     assert read_events(out / "clip" / "events.jsonl")[-1]["frames"] == 20
+    ghost = [e.get("status") for e in read_events(out / "ghost" / "events.jsonl") if e["event"] == "stream"]
+    assert "stalled" not in ghost and ghost[-1] == "error", ghost

@@ -221,7 +221,7 @@ class BrandClassifier:
 
     def classify(self, crops: Sequence[np.ndarray], widths: Sequence[int | None] | None = None) -> list[BrandPrediction]:
         """widths: per crop, the width the gallery's threshold bands judge it by (None: a whole
-        photo, judged by the global threshold). By default each crop's own width: badge crops cut
+        photo, judged by the gallery's whole-photo threshold). By default each crop's own width: badge crops cut
         from a frame, as the pipeline sends them."""
         if len(crops) == 0:
             return []

@@ -7,9 +7,9 @@ references; the brand's score is the mean cosine similarity of its `TOP_K_REFS` 
 references (or, `scoring="prototype"`, the similarity to the mean of its references: a brand
 enrolled from 10 photos then competes on equal terms with brands that have hundreds), the nearest
 brand wins, and a badge whose best score is below the gallery's
-threshold is `unknown`. The threshold is calibrated on real photos
-of brands kept out of training, so "unknown" means "like nothing in the gallery", not "like the
-catalogue renders the softmax was taught to reject".
+threshold is `unknown`. The thresholds are calibrated on real photos (known brands' validation
+crops; brands kept out of training for the fallback), so "unknown" means "like nothing in the
+gallery", not "like the catalogue renders the softmax was taught to reject".
 
 The threshold may depend on the crop's width (`size_thresholds`): a small, blurry badge of a
 known brand scores lower than a sharp one, so one threshold low enough for small crops lets large
@@ -30,6 +30,7 @@ import os
 import re
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,7 @@ GALLERY_NAME = "gallery.npz"
 TOP_K_REFS = 3  # a brand's score averages its 3 closest references: one odd reference can't win alone
 SCORINGS = ("nearest", "prototype")
 NAMERS = ("softmax", "gallery")
+KEY_RE = re.compile(r"^[0-9a-f]{1,16}$")  # an image's 64-bit perceptual hash in hex (`gallery_cli.image_key`)
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 # labels that already mean "no brand" in every output: a brand under one of them would read as a rejection
 RESERVED_SLUGS = (UNKNOWN_BRAND, "other")
@@ -129,21 +131,26 @@ class Gallery:
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"brand gallery not found: {path}")
+        not_gallery = "not a gallery file (a .npz written by build-gallery or enroll)"
         try:
-            with np.load(path, allow_pickle=False) as data:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):  # a single .npy array
+                raise ModelError(f"brand gallery unreadable: {path}: {not_gallery}")
+            with data:
                 meta = json.loads(str(data["meta"]))
+                keys = np.asarray(data["keys"]).astype(object)
+                if not all(k == "" or KEY_RE.match(k) for k in keys):
+                    raise ModelError(f"brand gallery unreadable: {path}: its image keys are not 64-bit hex")
                 return cls(data["embeddings"].astype(np.float32), np.asarray(data["brands"]).astype(object),
                            np.asarray(data["origins"]).astype(object), float(meta["threshold"]),
-                           str(meta["model_digest"]), meta.get("info", {}),
-                           np.asarray(data["keys"]).astype(object), int(meta.get("top_k", TOP_K_REFS)),
+                           str(meta["model_digest"]), meta.get("info", {}), keys, int(meta.get("top_k", TOP_K_REFS)),
                            [(int(w), float(t)) for w, t in meta.get("size_thresholds", [])],
                            str(meta.get("scoring", "nearest")), str(meta.get("names_trained_by", "softmax")))
-        except (zipfile.BadZipFile, EOFError) as exc:  # truncated or damaged
+        except (zipfile.BadZipFile, EOFError, zlib.error) as exc:  # truncated or damaged
             raise ModelError(f"brand gallery unreadable: {path}: damaged or incomplete file ({exc})") from None
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             # numpy reads a file that is not .npz as a pickle, and refuses it with advice to unpickle it
-            reason = ("not a gallery file (a .npz written by build-gallery or enroll)"
-                      if "pickled" in str(exc) or isinstance(exc, KeyError) else exc)
+            reason = not_gallery if "pickled" in str(exc) or isinstance(exc, KeyError) else exc
             raise ModelError(f"brand gallery unreadable: {path}: {reason}") from None
 
     def save(self, path: Path) -> None:

@@ -211,6 +211,11 @@ def _look_alike(gallery, embeddings, brand: str) -> dict | None:
     return {"brand": other, "images": n, "similarity": round(similarity, 3)}
 
 
+def _held_as_text(held_as: dict) -> str:
+    """' (in the gallery as bmw 12)': which brands already hold the skipped images."""
+    return (" (in the gallery as " + ", ".join(f"{b} {n}" for b, n in sorted(held_as.items())) + ")") if held_as else ""
+
+
 def cmd_enroll(args) -> int:
     from stream_pipeline.brands.classifier import BrandClassifier
     from stream_pipeline.brands.gallery import check_slug
@@ -228,8 +233,9 @@ def cmd_enroll(args) -> int:
         keys, paths = [keys[i] for i in idx], [paths[i] for i in idx]
     skipped = sum(len(v) for v in report.values())
     if not images:
-        raise UserError(f"nothing to enrol for {brand}: {skipped} input(s) skipped "
-                        f"({', '.join(f'{k} {len(v)}' for k, v in report.items() if v) or 'no images given'})")
+        reasons = ", ".join(f"{k.replace('_', ' ')} {len(v)}" + (_held_as_text(held_as) if k == "already_enrolled" else "")
+                            for k, v in report.items() if v)
+        raise UserError(f"nothing to enrol for {brand}: {skipped} input(s) skipped ({reasons or 'no images given'})")
     before = int((gallery.brands == brand).sum())
     if not before:  # a new brand that looks like another name of one the gallery has
         near = sorted(b for b in gallery.brand_names if b.startswith(brand + "-") or brand.startswith(b + "-"))
@@ -254,8 +260,7 @@ def cmd_enroll(args) -> int:
               f"{' (created from the shipped gallery)' if created else ''}; "
               f"{result['references_now']} references now")
         for what, items in result["skipped"].items():
-            held = (" (in the gallery as " + ", ".join(f"{b} {n}" for b, n in sorted(held_as.items())) + ")"
-                    if what == "already_enrolled" and held_as else "")
+            held = _held_as_text(held_as) if what == "already_enrolled" else ""
             print(f"  skipped, {what.replace('_', ' ')}{held}: {len(items)}: {', '.join(items[:5])}"
                   f"{' ...' if len(items) > 5 else ''}")
     return 0
@@ -279,7 +284,8 @@ def cmd_gallery(args) -> int:
         else:
             bands = "".join(f", badges from {w} px {t:.3f}" for w, t in gallery.size_thresholds)
             print(f"{path}: {len(gallery.brand_names)} brands, {len(gallery.brands)} references; "
-                  f"thresholds: whole photos {gallery.threshold:.3f}{bands}")
+                  + (f"thresholds: whole photos {gallery.threshold:.3f}{bands}" if bands
+                     else f"threshold {gallery.threshold:.3f}"))
             for row in rows:
                 enrolled = f" ({row['enrolled']} enrolled)" if row["enrolled"] else ""
                 print(f"  {row['brand']:<20} {row['references']:>4} references{enrolled}")

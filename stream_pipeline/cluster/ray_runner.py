@@ -80,7 +80,9 @@ def _connect(address: str):
 
 
 def run_on_ray(args: argparse.Namespace, config: PipelineConfig, sources: list[str], out_dirs: list[Path],
-               out_root: Path) -> int:
+               out_root: Path, on_connected=None) -> int:
+    """on_connected: called once the cluster is reached, before any video is sent (run: --overwrite
+    clears the previous run there, so a bad option or an unreachable head leaves it as it was)."""
     from stream_pipeline.runner import finish_folder
     from stream_pipeline.sources import is_live
 
@@ -95,6 +97,8 @@ def run_on_ray(args: argparse.Namespace, config: PipelineConfig, sources: list[s
     sources = [str(Path(s).expanduser().resolve()) for s in sources]
     out_dirs = [d.resolve() for d in out_dirs]
     ray = _connect(args.ray)
+    if on_connected is not None:
+        on_connected()
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         workers = min(args.workers or cpus, len(sources))

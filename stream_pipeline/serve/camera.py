@@ -204,13 +204,13 @@ class CameraSource(FrameSource):
         """Report the failure; raise it when the attempts are spent, else wait the backoff."""
         stats = self.stats
         stats.error = str(error)
+        if not self.is_live:  # a video file that cannot be read will not become readable by waiting
+            stats.state = "failed"
+            raise error
         if not self._gap_open:
             self._emit({"status": "stalled", "stream_s": round(self._last_stream_s, 3),
                         "last_frame": self._last_index, "reason": str(error)})
             self._gap_open, self._gap_from = True, self._last_index
-        if not self.is_live:  # a video file that cannot be read will not become readable by waiting
-            stats.state = "failed"
-            raise error
         if self.retry.max_attempts is not None and failures > self.retry.max_attempts:
             stats.state = "failed"
             raise SourceError(f"{error} (gave up after {self.retry.max_attempts} retries)")

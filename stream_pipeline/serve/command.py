@@ -73,10 +73,18 @@ def serve_command(args: argparse.Namespace) -> int:
     out_root = Path(args.out) if args.out else Path("runs") / time.strftime("serve-%Y%m%d-%H%M%S")
     # a restarted serve into the same folder would truncate every camera's event log; with
     # --overwrite the previous runs are cleared only once the models have loaded
-    check_out_dir(out_root, overwrite=getattr(args, "overwrite", False))
+    overwrite = getattr(args, "overwrite", False)
+    check_out_dir(out_root, overwrite=overwrite)
+    created = not out_root.exists()
     prepare_out_dir(out_root)
-    scheduler, recognizer = load_models(configs)
-    clear_previous_runs(out_root)
+    try:
+        scheduler, recognizer = load_models(configs)
+    except UserError:
+        if created and not any(out_root.iterdir()):  # a model error leaves no empty folder behind
+            out_root.rmdir()
+        raise
+    if overwrite:
+        clear_previous_runs(out_root)
     stop = threading.Event()
     workers = []
     for camera in serve.cameras:

@@ -59,10 +59,14 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
 
 
 def clear_previous_runs(out: Path) -> None:
-    """Remove the previous runs' own outputs (RUN_OUTPUTS in each run folder, FOLDER_OUTPUTS at
-    the root); nothing else in the folder is touched."""
+    """--overwrite: remove the previous runs' own outputs (RUN_OUTPUTS in each run folder,
+    FOLDER_OUTPUTS at the root); nothing else in the folder is touched, and a folder that holds
+    no run is left alone (an index.html of the user's own is not a run's)."""
+    runs = previous_runs(out)
+    if not runs:
+        return
     try:
-        for run in previous_runs(out):
+        for run in runs:
             for name in RUN_OUTPUTS:
                 target = run / name
                 if target.is_dir() and not target.is_symlink():

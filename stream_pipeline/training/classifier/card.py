@@ -259,7 +259,7 @@ def _gallery_section(model_dir: Path) -> list[str]:
             "enrolled from 10 photos competes on equal terms with brands that have hundreds of references)"
             if r.get("scoring") == "prototype" else
             f"A brand's score is the mean cosine similarity of its {r['top_k']} closest reference(s)") +
-        f" (rules scored on validation: {r['top_k_choice_on_val']}). Below the threshold (below) the badge is "
+        f" (rules scored on validation: {r['top_k_choice_on_val']}). Below the similarity threshold (next paragraphs) the badge is "
         "`unknown`; otherwise an enrolled brand is named by the gallery and a trained brand by "
         + (f"the {r['names_trained_by']}, the more accurate of the two on validation "
            f"(top-1 {', '.join(f'{k} {_pct(v)}' for k, v in r['names_trained_by_val_top1'].items())})."
@@ -277,9 +277,10 @@ def _gallery_section(model_dir: Path) -> list[str]:
                   "width band has the threshold that rejects "
                   f"{_pct(cal['max_known_rejection'])} of the known validation badge crops of that width (no unknown "
                   f"photo tunes it; a band with fewer than {MIN_BAND_CROPS} validation crops keeps the threshold above). "
-                  "Whole photos (close-ups: no badge box, so no width) are a band of their own, calibrated the same way "
-                  f"on the {r['width_band_crops']['val_whole_photos']} validation photos: threshold "
-                  f"{r.get('photo_threshold', r['threshold']):.3f}.", "",
+                  + ("Whole photos (close-ups: no badge box, so no width) are a band of their own, calibrated the same "
+                     f"way on the {r['width_band_crops']['val_whole_photos']} validation photos: threshold "
+                     f"{r['photo_threshold']:.3f}." if "photo_threshold" in r else
+                     "Whole photos (no badge box) are judged by the threshold above."), "",
                   "| crop width | threshold | validation badge crops |", "|---|---|---|"]
         bands = r["width_bands"]
         for i, b in enumerate(bands):

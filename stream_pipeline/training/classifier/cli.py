@@ -175,7 +175,8 @@ def _cmd_classify(args) -> int:
         else:
             raise UserError(f"image not found: {p}")
     if not inputs:
-        raise UserError(f"no images given: no image files ({', '.join(sorted(IMAGE_EXTS))}) in {', '.join(args.images)}")
+        raise UserError(f"no images given: no image files ({', '.join(sorted(IMAGE_EXTS))}) in "
+                        f"{', '.join(args.images)} (sub-folders are not searched)")
     clf = BrandClassifier.load(_model_dir(args) if args.model_dir else None, threshold=args.threshold)
     gallery_file = _classify_gallery(args)
     if gallery_file is not None:
@@ -185,15 +186,22 @@ def _cmd_classify(args) -> int:
     if gallery_file is not None and args.threshold is not None:
         log.warning("--threshold applies to the softmax alone: with a gallery its similarity thresholds decide "
                     "(pass --no-gallery to use --threshold)")
-    images, paths, failed = [], [], 0
+    images, paths, unreadable = [], [], []
     for p in inputs:
-        img = read_image(Path(p))
+        try:
+            img = read_image(Path(p))
+        except OSError:  # e.g. no permission to read it
+            img = None
         if img is None:
-            print(f"stream-pipeline: error: cannot read image {p}", file=sys.stderr)
-            failed += 1
+            unreadable.append(p)
             continue
         images.append(img)
         paths.append(p)
+    if not paths:
+        raise UserError(f"cannot read image {unreadable[0]}" if len(unreadable) == 1 else
+                        f"none of the {len(unreadable)} images could be read (first: {unreadable[0]})")
+    for p in unreadable:
+        print(f"stream-pipeline: error: cannot read image {p}", file=sys.stderr)
     # an image file is judged as a whole photo (the gallery's whole-photo threshold): its width says
     # nothing of the badge's size, unlike a badge crop cut from a frame
     for path, pred in zip(paths, clf.classify(images, widths=[None] * len(images))):
@@ -203,9 +211,7 @@ def _cmd_classify(args) -> int:
         else:
             tops = ", ".join(f"{s.brand} {s.probability:.2f}" for s in pred.top)
             print(f"{path}: {pred.brand} ({pred.confidence:.2f})  [{tops}]")
-    if failed and not paths:
-        raise UserError(f"none of the {failed} images could be read")
-    return 2 if failed else 0  # as detect-logos: the readable ones are answered, the exit says some were not
+    return 2 if unreadable else 0  # as detect-logos: the readable ones are answered, the exit says some were not
 
 
 def _cmd_benchmark(args) -> int:

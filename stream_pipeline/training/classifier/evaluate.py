@@ -177,7 +177,7 @@ def evaluate(shared: Path, arch: str = "mobilenet", model_dir: Path | None = Non
         # the unknown-brand figures below stay the softmax's: the shipped gallery has the held-out
         # brands enrolled; its own rejection is cross-fitted in gallery_report.json
         # the runtime decision (gallery + softmax); badge crops are judged by their width band as
-        # in the pipeline, whole photos by the global threshold as `classify` does
+        # in the pipeline, whole photos by the whole-photo threshold as `classify` does
         gp = clf.classify(crops, widths=[c.shape[1] if r.box is not None else None for r, c in zip(test, crops)])
         clf.gallery = None
         by_gallery = {"nearest": [p.top[0].brand for p in gp], "decided": [p.brand for p in gp]}

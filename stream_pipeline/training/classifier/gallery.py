@@ -75,7 +75,7 @@ class Embedded(NamedTuple):
 
     emb: np.ndarray  # (N, D) L2-normalised embeddings
     probs: np.ndarray  # (N, labels) softmax
-    widths: np.ndarray  # crop width in px, -1 for whole photos (no badge box: the global threshold)
+    widths: np.ndarray  # crop width in px, -1 for whole photos (no badge box: the whole-photo threshold)
     min_sides: np.ndarray  # the crop's shorter side in px (enroll skips images under MIN_SIDE_PX)
     keys: list  # the crop's enrolment key (`gallery_cli.image_key`): enroll skips images the gallery holds
 
