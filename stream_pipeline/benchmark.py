@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from stream_pipeline.core.config import load_config
-from stream_pipeline.core.errors import UserError
+from stream_pipeline.core.errors import SourceError, UserError
 from stream_pipeline.core.paths import shared_path
 from stream_pipeline.pipeline import Pipeline
 
@@ -67,10 +67,17 @@ def live_command(args: argparse.Namespace, source: Path, config) -> int:
 
 def benchmark_command(args: argparse.Namespace) -> int:
     source = Path(args.source) if args.source else shared_path("videos", "highway_overpass_720p.mp4")
+    if source.is_dir():
+        raise UserError(f"benchmark takes one video file, not a folder: {source}")
     if not source.is_file():
-        raise UserError(f"benchmark input not found: {source}")
+        raise SourceError(f"benchmark input not found: {source}")  # exit 3, as run
+    if args.max_frames < 1:
+        raise UserError("--max-frames must be at least 1")
+    height = getattr(args, "height", None)
+    if height is not None and not 16 <= height <= 4320:
+        raise UserError(f"--height must be between 16 and 4320 rows, not {height}")
     config = load_config(args.config)
-    if getattr(args, "height", None):
+    if height:
         from stream_pipeline.bench.clips import resized_clip
 
         source = resized_clip(source, args.height)

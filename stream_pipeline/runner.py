@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from stream_pipeline.core.config import load_config
@@ -144,7 +145,10 @@ def _report(summary: RunSummary) -> None:
     if summary.frames_dropped:
         line += f", {summary.frames_dropped} frames skipped to stay live"
     console.print(redact(line), markup=False)
-    console.print(f"  outputs: {summary.out_dir}/ (annotated.mp4: {summary.codec or 'off'}; events.jsonl, vehicles.csv, snapshots/, report.html)", markup=False)
+    written = [name for name in ("events.jsonl", "vehicles.csv", "snapshots/", "report.html")
+               if (summary.out_dir / name.rstrip("/")).exists()]
+    console.print(f"  outputs: {summary.out_dir}/ (annotated.mp4: {summary.codec or 'off'}; {', '.join(written)})",
+                  markup=False)
 
 
 def _write_report(out_dir: Path, folder_mode: bool) -> None:
@@ -216,8 +220,8 @@ def run_command(args: argparse.Namespace) -> int:
             except SourceError as exc:
                 if not folder_mode:
                     raise
-                console.print(f"[red]skipped[/red] {source}: {exc}")
-                failures.append(f"{source}: {exc}")
+                console.print(f"[red]skipped[/red] {escape(redact(source))}: {escape(str(exc))}", highlight=False)
+                failures.append(f"{redact(source)}: {exc}")
                 continue
             finally:
                 # Whatever the run's fate, its report shows what events.jsonl holds.
@@ -227,7 +231,7 @@ def run_command(args: argparse.Namespace) -> int:
             if summary.error:
                 if not folder_mode:
                     raise SourceError(f"{summary.error} (outputs so far kept in {summary.out_dir})")
-                failures.append(f"{source}: {summary.error}")
+                failures.append(f"{redact(source)}: {summary.error}")
             if summary.stopped_by in ("interrupted", "quit"):
                 if summary.stopped_by == "interrupted":
                     console.print(f"interrupted: outputs finalised in {summary.out_dir}")

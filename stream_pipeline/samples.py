@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import shutil
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from stream_pipeline.core.errors import UserError
+from stream_pipeline.core.errors import OutputError, UserError
 from stream_pipeline.core.paths import PROJECT_ROOT, shared_dir
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,11 @@ def fetch_samples(dest: str | Path | None = None, names: list[str] | None = None
             raise UserError(f"unknown sample '{unknown[0]}' (known: {', '.join(s.name for s in samples)})")
         samples = [s for s in samples if s.name in names]
     dest_dir = Path(dest) if dest else DEFAULT_DEST
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = "a file is in the way (not a folder)" if dest_dir.exists() or exc.errno == errno.ENOTDIR else exc.strerror or exc
+        raise OutputError(f"cannot write samples to {dest_dir}: {reason}") from None
     paths = [fetch_sample(sample, dest_dir) for sample in samples]
     for path in paths:
         print(path)

@@ -131,3 +131,12 @@ def test_a_write_that_fails_names_the_file(tmp_path: Path):
         with pytest.raises(OutputError):
             log.write({"event": "stream"})
         log.write({"event": "stream"})  # after the failure the log stays silent: one error, not a cascade
+
+
+def test_fetch_samples_into_a_file_is_one_line(tmp_path: Path):
+    in_the_way = tmp_path / "samples"
+    in_the_way.write_text("a file, not a folder")
+    result = run_cli("fetch-samples", "--dest", str(in_the_way))
+    assert result.returncode == 5
+    assert result.stderr.strip().splitlines() == [
+        f"stream-pipeline: error: cannot write samples to {in_the_way}: a file is in the way (not a folder)"]

@@ -263,6 +263,7 @@ class FlakyEndpoint:
 
     def __init__(self, port: int, failures: int) -> None:
         self.received: list[dict] = []
+        self.authorization: list[str | None] = []  # per request
         self.failures_left = failures
         self.requests = 0
         endpoint = self
@@ -271,6 +272,7 @@ class FlakyEndpoint:
             def do_POST(self):  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 endpoint.requests += 1
+                endpoint.authorization.append(self.headers.get("Authorization"))
                 if endpoint.failures_left > 0:
                     endpoint.failures_left -= 1
                     self.send_response(500)
@@ -407,3 +409,26 @@ def test_no_line_is_lost_when_the_run_stops_at_once(tmp_path: Path):
         with sqlite3.connect(out / "mqtt_spool.sqlite3") as db:
             payloads = [json.loads(p)["i"] for (p,) in db.execute("SELECT payload FROM pending ORDER BY seq")]
         assert payloads == list(range(1000))
+
+
+def test_webhook_user_and_password_in_the_url_are_basic_auth(tmp_path: Path, videos: Path):
+    import base64
+
+    port = free_port()
+    endpoint = FlakyEndpoint(port, failures=0)
+    password = "p@ss-" + secrets.token_hex(6)  # '@' percent-encoded in the URL, as a user would write it
+    config = tmp_path / "webhook.yaml"
+    config.write_text("brands:\n  enabled: false\noutput:\n  video: false\n"
+                      f"webhook:\n  url: http://ops:{password.replace('@', '%40')}@127.0.0.1:{port}/hook\n")
+    out = tmp_path / "out"
+    try:
+        result = run_cli("run", str(videos / CLIP), "--config", str(config), "--out", str(out), "--max-frames", "60",
+                         "--no-progress")
+    finally:
+        endpoint.close()
+    assert result.returncode == 0, result.stderr
+    vehicles = [e for e in read_events(out / "events.jsonl") if e["event"] == "vehicle"]
+    assert vehicles and sorted(r["event_id"] for r in endpoint.received) == sorted(v["event_id"] for v in vehicles)
+    expected = "Basic " + base64.b64encode(f"ops:{password}".encode()).decode()
+    assert set(endpoint.authorization) == {expected}
+    assert password not in result.stderr + result.stdout and "not delivered" not in result.stderr

@@ -49,3 +49,25 @@ def test_log_records_are_masked_whole():
     formatter = RedactingFormatter("%(levelname)s %(message)s")
     record = logging.LogRecord("x", logging.WARNING, __file__, 1, "no frame from %s", (f"rtsp://:{S}@h/c",), None)
     assert formatter.format(record) == "WARNING no frame from rtsp://:***@h/c"
+
+
+def test_punctuation_after_a_url_is_kept_and_the_secret_still_masked():
+    text = "first: rtsp://admin:S3cret@10.0.0.5/live?token=TOK999: cannot open stream"
+    assert redact(text) == "first: rtsp://admin:***@10.0.0.5/live?token=***: cannot open stream"
+    assert redact("see rtsp://u:pw@h/x?pwd=abc.") == "see rtsp://u:***@h/x?pwd=***."
+
+
+def test_a_list_file_run_never_prints_a_cameras_secret(tmp_path):
+    from tests.conftest import run_cli
+    from tests.live_helpers import free_port
+
+    listing = tmp_path / "cameras.txt"
+    listing.write_text(f"rtsp://admin:S3cretPW@127.0.0.1:{free_port()}/stream1?token=TOK999\n"
+                       f"rtsp://viewer:Other5ecret@127.0.0.1:{free_port()}/stream2\n")
+    config = tmp_path / "fast.yaml"
+    config.write_text("source: {open_timeout_s: 2, max_reconnects: 0}\nbrands: {enabled: false}\n")
+    result = run_cli("run", str(listing), "--config", str(config), "--out", str(tmp_path / "out"), "--no-progress")
+    assert result.returncode == 3, result.stderr
+    for secret in ("S3cretPW", "TOK999", "Other5ecret"):
+        assert secret not in result.stderr + result.stdout
+    assert "skipped rtsp://admin:***@" in result.stdout + result.stderr

@@ -6,10 +6,13 @@ import csv
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from stream_pipeline.core.paths import PROJECT_ROOT
 from stream_pipeline.core.records import utc_now_iso
 from tests.conftest import count_video_frames, read_events, run_cli
 from tests.live_helpers import CliRun, RtspServer
@@ -177,3 +180,44 @@ def test_a_model_error_exits_4_in_one_line_and_leaves_no_empty_folder(tmp_path: 
     assert result.returncode == 4, result.stderr
     assert result.stderr.strip().count("\n") == 0 and "no_such_classifier" in result.stderr
     assert not out.exists()
+
+
+def test_show_with_a_display_that_does_not_answer_runs_headless(tmp_path: Path, videos: Path, no_brands_config: Path):
+    """A stale DISPLAY (an SSH session gone, a service's environment) must not abort the run:
+    Qt would kill the process if a window were tried."""
+    number = next(n for n in range(87, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists())
+    env = {k: v for k, v in os.environ.items() if k != "WAYLAND_DISPLAY"}
+    env["DISPLAY"] = f":{number}"
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "stream_pipeline", "run", str(videos / "dashcam_vw_close.mp4"),
+                             "--config", str(no_brands_config), "--out", str(out), "--max-frames", "10", "--show",
+                             "--no-progress"], capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT, env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"no display available (DISPLAY=:{number})" in result.stderr
+    assert read_events(out / "events.jsonl")[-1]["frames"] == 10
+
+
+def test_summary_of_a_folder_run_without_vehicle_tables_comes_from_the_event_logs(tmp_path: Path, videos: Path,
+                                                                                  no_brands_config: Path):
+    import shutil
+
+    from stream_pipeline.sinks.summary import write_summary
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in ("intel_parking_lot.mp4", "suburban_junction.mp4"):
+        (folder / name).symlink_to(videos / name)
+    out = tmp_path / "out"
+    result = run_cli("run", str(folder), "--config", str(no_brands_config), "--out", str(out), "--max-frames", "40",
+                     "--no-progress")
+    assert result.returncode == 0, result.stderr
+    with (out / "summary.csv").open(newline="") as f:
+        from_tables = list(csv.DictReader(f))
+    assert len(from_tables) >= 2
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    for run in ("intel_parking_lot", "suburban_junction"):
+        (copy / run / "vehicles.csv").unlink()  # as `output: {csv: false}` leaves it
+    write_summary(copy, [copy / "intel_parking_lot", copy / "suburban_junction"])
+    with (copy / "summary.csv").open(newline="") as f:
+        assert list(csv.DictReader(f)) == from_tables

@@ -214,3 +214,29 @@ def test_vendored_bytetrack_tracks_exactly_as_ultralytics(videos: Path):
         rows += len(a)
     capture.release()
     assert rows > 500
+
+
+def test_an_odd_height_is_rounded_to_an_even_clip(tmp_path: Path, videos: Path):
+    from stream_pipeline.bench.clips import resized_clip
+
+    clip = resized_clip(videos / "dashcam_vw_close.mp4", 101, tmp_path)  # H.264 4:2:0 refuses odd sizes
+    capture = cv2.VideoCapture(str(clip))
+    ok, frame = capture.read()
+    capture.release()
+    assert ok and frame.shape[0] == 102 and frame.shape[1] % 2 == 0
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--max-frames", "0"], 2, "--max-frames must be at least 1"),
+    (["--height", "0"], 2, "--height must be between 16 and 4320 rows"),
+    (["MISSING"], 3, "benchmark input not found"),
+    (["FOLDER"], 2, "one video file, not a folder"),
+])
+def test_benchmark_usage_errors_are_one_line(tmp_path: Path, videos: Path, args, code, message):
+    from tests.conftest import run_cli
+
+    args = [str(tmp_path / "nope.mp4") if a == "MISSING" else str(videos) if a == "FOLDER" else a for a in args]
+    if args[0].startswith("--"):
+        args = [str(videos / "dashcam_vw_close.mp4"), *args]
+    result = run_cli("benchmark", *args)
+    assert result.returncode == code and result.stderr.strip().count("\n") == 0 and message in result.stderr, result.stderr

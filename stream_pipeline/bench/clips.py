@@ -61,6 +61,7 @@ def resized_clip(source: Path, height: int, out_dir: Path | None = None) -> Path
     import av
     import cv2
 
+    height += height % 2  # H.264 in 4:2:0 needs even sizes
     out_dir = out_dir or cache_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{source.stem}_{height}p.mp4"

@@ -33,11 +33,17 @@ def _redact_url(url: str) -> str:
     return f"{scheme}://{_SECRET_PARAM.sub(lambda m: m.group(1) + MASK, rest)}"
 
 
+def _redact_match(url: str) -> str:
+    # Punctuation closing a sentence after a URL ("... ?token=abc: cannot open") is not part of it.
+    core = url.rstrip(":,.;)")
+    return _redact_url(core) + url[len(core):]
+
+
 def redact(text: str) -> str:
     """`text` with the credentials of every URL in it masked (`***`)."""
     if "://" not in text:
         return text
-    return _URL.sub(lambda m: _redact_url(m.group(0)), text)
+    return _URL.sub(lambda m: _redact_match(m.group(0)), text)
 
 
 class RedactingFormatter(logging.Formatter):

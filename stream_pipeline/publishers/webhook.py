@@ -1,17 +1,19 @@
 """Each vehicle record POSTed as JSON to a webhook, with retries and backoff, off the pipeline thread.
 
-A failing endpoint is logged once when the outage starts and once when it recovers, never
+`https://user:password@host/...` sends HTTP Basic auth. A failing endpoint is logged once when the outage starts and once when it recovers, never
 per record: a camera on an endless stream would otherwise flood the log.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import logging
 import queue
 import threading
 import urllib.error
 import urllib.request
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from stream_pipeline.core.config import WebhookConfig
 from stream_pipeline.publishers.base import public_url
@@ -22,12 +24,29 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 30.0
 
 
+def _split_credentials(url: str) -> tuple[str, str | None]:
+    """(the URL without user info, its Basic `Authorization` header value or None)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    if parts.port:
+        host += f":{parts.port}"
+    credentials = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    token = base64.b64encode(credentials.encode("utf-8")).decode("ascii")
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), f"Basic {token}"
+
+
 class WebhookPublisher:
     """POSTs each `vehicle` event line (the exact events.jsonl text) to `webhook.url`."""
 
     def __init__(self, config: WebhookConfig) -> None:
         self.config = config
         self.target = public_url(config.url)
+        # user:password in the URL is HTTP Basic auth (urllib would take it for part of the host)
+        self._url, self._auth = _split_credentials(config.url)
         self.delivered = 0
         self.given_up = 0  # records whose every try failed
         self.overflowed = 0  # records dropped because the queue was full
@@ -111,12 +130,10 @@ class WebhookPublisher:
 
     def _post(self, event_id: str, line: str) -> str | None:
         """One try; None on a 2xx answer, else why it failed (never the URL: it may hold a token)."""
-        request = urllib.request.Request(
-            self.config.url,
-            data=line.encode("utf-8"),
-            method="POST",
-            headers={"Content-Type": "application/json", "X-Event-Id": event_id, "User-Agent": "stream-pipeline"},
-        )
+        headers = {"Content-Type": "application/json", "X-Event-Id": event_id, "User-Agent": "stream-pipeline"}
+        if self._auth:
+            headers["Authorization"] = self._auth
+        request = urllib.request.Request(self._url, data=line.encode("utf-8"), method="POST", headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:
                 response.read()

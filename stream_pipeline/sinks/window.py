@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 import sys
 
 import cv2
@@ -12,10 +14,38 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+def _x_server_answers(display: str, timeout_s: float = 0.5) -> bool:
+    """Can a client connect to X display `display` (":0", "unix:1.0", "host:10.0")? Qt aborts
+    the whole process when it cannot, so this is asked before any window is made."""
+    m = re.fullmatch(r"(?P<host>[^:]*):(?P<num>\d+)(?:\.\d+)?", display.strip())
+    if not m:
+        return False
+    host, num = m["host"], int(m["num"])
+    try:
+        if host in ("", "unix"):
+            for address in (f"/tmp/.X11-unix/X{num}", f"\0/tmp/.X11-unix/X{num}"):  # file, then abstract socket
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.settimeout(timeout_s)
+                    try:
+                        s.connect(address)
+                        return True
+                    except OSError:
+                        continue
+            return False
+        with socket.create_connection((host, 6000 + num), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def display_available() -> bool:
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
+    if not sys.platform.startswith("linux"):
+        return True
+    wayland = os.environ.get("WAYLAND_DISPLAY")
+    if wayland and os.path.exists(os.path.join(os.environ.get("XDG_RUNTIME_DIR", ""), wayland)):
+        return True
+    display = os.environ.get("DISPLAY")
+    return bool(display) and _x_server_answers(display)
 
 
 class LiveWindow:
@@ -26,7 +56,8 @@ class LiveWindow:
 
     def __enter__(self) -> "LiveWindow":
         if not display_available():
-            log.warning("no display available: --show ignored, continuing headless")
+            log.warning("no display available (DISPLAY=%s): --show ignored, continuing headless",
+                        os.environ.get("DISPLAY") or "unset")
             return self
         try:
             cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
