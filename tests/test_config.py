@@ -27,6 +27,10 @@ def test_default_yaml_matches_built_in_defaults():
         ("colour: red\n", "unknown key 'colour'"),
         ("detector: [1, 2\n", "invalid YAML"),
         ("- a\n- b\n", "must be a mapping"),
+        # YAML would keep the second silently and undo the first
+        ("output: {video: false}\nbrands: {enabled: false}\noutput: {csv: false}\n",
+         "(line 3): key 'output' is given twice"),
+        ("tracker:\n  min_hits: 3\n  min_hits: 5\n", "(line 3): key 'min_hits' is given twice"),
     ],
 )
 def test_invalid_config_names_the_problem(tmp_path: Path, text: str, expected: str):
@@ -57,3 +61,14 @@ def test_cli_missing_config_file(tmp_path: Path, videos: Path):
     result = run_cli("run", str(videos / "intel_parking_lot.mp4"), "--config", str(tmp_path / "none.yaml"))
     assert result.returncode == 2
     assert "config file not found" in result.stderr
+
+
+def test_yaml_merge_keys_may_be_overridden(tmp_path: Path):
+    path = tmp_path / "merge.yaml"
+    path.write_text("x-common: &common {min_hits: 4, duplicate_frames: 9}\n"
+                    "tracker:\n  <<: *common\n  min_hits: 5\n")
+    with pytest.raises(ConfigError, match="unknown key 'x-common'"):  # merging itself is fine
+        load_config(path)
+    from stream_pipeline.core.config import read_yaml
+
+    assert read_yaml(path)["tracker"] == {"min_hits": 5, "duplicate_frames": 9}
