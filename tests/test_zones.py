@@ -236,3 +236,19 @@ def test_fractions_and_pixels(tmp_path: Path):
     mid, px = load_config(path).zones
     assert mid.pixel_points(1280, 720) == [(0.0, 360.0), (1280.0, 360.0)]
     assert px.pixel_points(1280, 720) == [(10.0, 10.0), (300.0, 10.0), (300.0, 1.0)]
+
+
+def test_a_zone_given_in_mixed_units_or_off_the_frame_is_warned_about(tmp_path: Path, caplog):
+    import logging
+
+    from stream_pipeline.zones.config import ZoneConfig
+    from stream_pipeline.zones.monitor import _Zone
+
+    with caplog.at_level(logging.WARNING, logger="stream_pipeline.zones.monitor"):
+        _Zone(ZoneConfig(name="mixed", line=[[0, 200], [1, 200]]), 1280, 720)  # x in fractions, y in pixels
+        _Zone(ZoneConfig(name="elsewhere", polygon=[[1400, 800], [1900, 800], [1900, 1000]]), 1280, 720)
+        _Zone(ZoneConfig(name="fine", line=[[0, 0.5], [1, 0.5]]), 1280, 720)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("zone 'mixed' is under 8 px across" in m for m in messages), messages
+    assert any("zone 'elsewhere' reaches outside the 1280x720 frame" in m for m in messages), messages
+    assert not any("'fine'" in m for m in messages), messages

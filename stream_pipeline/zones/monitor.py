@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 LINE_COLOR = (0, 215, 255)  # BGR amber
 POLYGON_COLOR = (255, 160, 0)
 FLASH_COLOR = (60, 220, 60)
+MIN_ZONE_PX = 8  # a line or zone smaller than this across is a coordinate mistake, not a zone
 FLASH_FRAMES = 8  # a line or zone shows green this long after a vehicle crossed it
 
 
@@ -38,6 +39,12 @@ class _Zone:
         outside = [p for p in self.points if not (0 <= p[0] <= width and 0 <= p[1] <= height)]
         if outside:
             log.warning("zone '%s' reaches outside the %dx%d frame (point %s)", config.name, width, height, outside[0])
+        # Coordinates are fractions only when all of them are within 0-1: [[0, 200], [1, 200]] is
+        # a line one pixel long, which no vehicle will cross.
+        xs, ys = [p[0] for p in self.points], [p[1] for p in self.points]
+        if max(max(xs) - min(xs), max(ys) - min(ys)) < MIN_ZONE_PX:
+            log.warning("zone '%s' is under %d px across in the %dx%d frame: give every coordinate as a "
+                        "fraction (0-1) or every one in pixels", config.name, MIN_ZONE_PX, width, height)
 
 
 class ZoneMonitor(RunObserver):
