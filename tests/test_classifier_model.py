@@ -165,7 +165,7 @@ def test_classify_json_cli(tmp_path: Path, test_records):
         assert all(slug in softmax_labels for slug, _ in json.loads(line)["top"])
     bad = subprocess.run([sys.executable, "-m", "stream_pipeline", "classify", str(tmp_path / "none.jpg"), "--json"],
                          capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600)
-    assert bad.returncode != 0 and "cannot read" in bad.stderr
+    assert bad.returncode == 2 and "image not found" in bad.stderr
 
 
 def test_rejection_rule_and_its_calibration():
