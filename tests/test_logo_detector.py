@@ -226,6 +226,21 @@ def test_fused_passes_rank_a_badge_two_views_found_above_a_box_one_view_is_sure_
     np.testing.assert_allclose(sorted(scores), [0.5, 0.9], atol=1e-6)
     assert fuse_passes([])[0].shape == (0, 4)
 
+def test_a_badge_boxed_twice_gives_one_box_but_a_badge_inside_a_large_box_stays():
+    from stream_pipeline.brands.photo import suppress_nested
+
+    surround = [100, 100, 140, 130]  # the chrome surround ...
+    emblem = [108, 105, 132, 125]  # ... and the emblem inside it: one badge
+    other = [300, 100, 330, 125]  # a second badge elsewhere
+    grille = [0, 50, 600, 250]  # a large false box around the badge
+    boxes = np.array([surround, emblem, other], np.float32)
+    kept, scores = suppress_nested(boxes, np.array([0.5, 0.7, 0.4], np.float32))
+    assert kept.tolist() == [emblem, other] and scores.tolist() == pytest.approx([0.7, 0.4])
+    kept, _ = suppress_nested(np.array([grille, emblem], np.float32), np.array([0.9, 0.6], np.float32))
+    assert kept.tolist() == [grille, emblem]  # 480 px^2 in 120,000: not a duplicate
+    assert suppress_nested(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))[0].shape == (0, 4)
+
+
 
 @needs_shared
 def test_detect_logos_on_heldout_whole_photos_finds_most_badges_at_its_photo_threshold(detector):
