@@ -227,7 +227,11 @@ def test_fused_passes_rank_a_badge_two_views_found_above_a_box_one_view_is_sure_
     assert fuse_passes([])[0].shape == (0, 4)
 
 def test_a_badge_boxed_twice_gives_one_box_but_a_badge_inside_a_large_box_stays():
-    from stream_pipeline.brands.photo import suppress_nested
+    from stream_pipeline.brands.logo_detector import NESTED_COVER, NESTED_MIN_AREA_RATIO
+    from stream_pipeline.core.geometry import suppress_nested as suppress
+
+    def suppress_nested(boxes, scores):
+        return suppress(boxes, scores, NESTED_COVER, NESTED_MIN_AREA_RATIO)
 
     surround = [100, 100, 140, 130]  # the chrome surround ...
     emblem = [108, 105, 132, 125]  # ... and the emblem inside it: one badge

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from stream_pipeline.core.errors import ModelError
+from stream_pipeline.core.geometry import suppress_nested
 from stream_pipeline.core.paths import MODELS_DIR, PROJECT_ROOT
 from stream_pipeline.core.types import Detections
 
@@ -27,6 +28,14 @@ DEFAULT_MODEL = MODEL_DIR / "best_openvino_model"
 METADATA_FILE = MODEL_DIR / "metadata.json"
 
 DEFAULTS = {"imgsz": 320, "conf": 0.25, "iou": 0.6, "names": ["logo"]}
+# After NMS, a box lying (almost) wholly inside a better one of comparable size is the same badge
+# boxed twice (the emblem and its chrome surround; NMS keeps both, their IoU being low): one badge,
+# one box. Chosen on the held-out val split (recall at precision >= 0.85, IoU 0.3, run 7):
+# vehicle crops val 0.846 -> 0.898 (test 0.815 -> 0.862), detect-logos' fused boxes val 0.860 ->
+# 0.880 (test 0.797 either way). An area ratio of 0 did as well on val but would let a large
+# false box (a grille) swallow the badge inside it.
+NESTED_COVER = 0.8  # share of the smaller box inside the larger
+NESTED_MIN_AREA_RATIO = 0.1  # smaller / larger area
 
 
 def _read_metadata(model_path: Path) -> dict:
@@ -107,8 +116,7 @@ class LogoDetector:
             if image is None or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
                 raise ValueError(f"expected a non-empty HxWx3 BGR image, got {None if image is None else image.shape}")
             boxes, scores = self._backend.predict(image, imgsz, conf, self.iou)
-            order = np.argsort(-scores, kind="stable")
-            boxes, scores = boxes[order], scores[order]
+            boxes, scores = suppress_nested(boxes, scores, NESTED_COVER, NESTED_MIN_AREA_RATIO)  # sorted, best first
             out.append(Detections(boxes, scores, np.zeros(len(scores), dtype=np.int32)))
         return out
 

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from stream_pipeline.brands.logo_detector import NESTED_COVER, NESTED_MIN_AREA_RATIO
 from stream_pipeline.core.errors import ModelError
-from stream_pipeline.core.geometry import box_iou
+from stream_pipeline.core.geometry import box_iou, suppress_nested
 from stream_pipeline.core.paths import shared_dir
 from stream_pipeline.core.types import Detections
 
@@ -49,12 +50,6 @@ FUSE_IOU = 0.5
 # missed); held-out photos, fused, at photo_conf (run 5): test precision 0.798 -> 0.811, recall
 # unchanged.
 VEHICLE_IOU = 0.5
-# A fused box lying (almost) wholly inside a better one of comparable size is the same badge
-# boxed twice (the emblem and its chrome surround): one badge, one box. Held-out photos, recall
-# at precision >= 0.85, IoU 0.3, cached passes of run 7: val 0.860 -> 0.880, test 0.797 ->
-# 0.797 (area ratio 0 gave val 0.884, but would let a large false box swallow a badge in it).
-NESTED_COVER = 0.9  # share of the smaller box inside the larger
-NESTED_MIN_AREA_RATIO = 0.1  # smaller / larger area: a badge inside a grille-sized box stays
 
 
 class VehicleFinder:
@@ -184,29 +179,10 @@ def detect_in_photo(
     keep = fused >= conf
     if len(found) and len(xyxy):
         keep &= box_iou(xyxy, found).max(axis=1) < VEHICLE_IOU
-    xyxy, fused = suppress_nested(xyxy[keep], fused[keep])
+    # the passes' own boxes are de-nested by the detector; their fusion may nest again
+    xyxy, fused = suppress_nested(xyxy[keep], fused[keep], NESTED_COVER, NESTED_MIN_AREA_RATIO)
     return Detections(xyxy, fused, np.zeros(len(fused), np.int32))
 
-
-def suppress_nested(xyxy: np.ndarray, scores: np.ndarray, cover: float = NESTED_COVER,
-                    min_area_ratio: float = NESTED_MIN_AREA_RATIO) -> tuple[np.ndarray, np.ndarray]:
-    """Best first; a box whose smaller one of a pair lies `cover` inside the other, at an area
-    ratio of at least `min_area_ratio`, duplicates the better box already kept. Sorted by score."""
-    order = np.argsort(-scores, kind="stable")
-    xyxy, scores = xyxy[order], scores[order]
-    area = np.clip(xyxy[:, 2] - xyxy[:, 0], 0, None) * np.clip(xyxy[:, 3] - xyxy[:, 1], 0, None)
-    kept: list[int] = []
-    for i in range(len(xyxy)):
-        if kept:
-            k = np.array(kept)
-            iw = np.clip(np.minimum(xyxy[i, 2], xyxy[k, 2]) - np.maximum(xyxy[i, 0], xyxy[k, 0]), 0, None)
-            ih = np.clip(np.minimum(xyxy[i, 3], xyxy[k, 3]) - np.maximum(xyxy[i, 1], xyxy[k, 1]), 0, None)
-            small, big = np.minimum(area[i], area[k]), np.maximum(area[i], area[k])
-            nested = (small > 0) & (iw * ih >= cover * small) & (small >= min_area_ratio * big)
-            if nested.any():
-                continue
-        kept.append(i)
-    return xyxy[kept], scores[kept]
 
 
 def _pooled(boxes: list[np.ndarray], scores: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
