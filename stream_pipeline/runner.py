@@ -16,7 +16,7 @@ from stream_pipeline.core.config import load_config
 from stream_pipeline.core.errors import OutputError, SourceError, UserError
 from stream_pipeline.core.redaction import redact
 from stream_pipeline.pipeline import Pipeline, ProgressCallback, RunSummary
-from stream_pipeline.sinks.outdir import check_out_dir, clear_previous_runs, prepare_out_dir
+from stream_pipeline.sinks.outdir import OutDirClaim
 from stream_pipeline.sinks.summary import write_summary
 from stream_pipeline.report import INDEX_FILE, write_index, write_report
 from stream_pipeline.sources import VIDEO_SUFFIXES, FrameSource, is_live
@@ -185,10 +185,7 @@ def run_command(args: argparse.Namespace) -> int:
     out_root = Path(args.out) if args.out else default_out_dir()
     # An unusable output folder, or one holding a previous run, is reported before the models
     # load, in one line; a previous run is cleared (--overwrite) only once they have loaded.
-    overwrite = getattr(args, "overwrite", False)
-    check_out_dir(out_root, overwrite=overwrite)
-    created = not out_root.exists()
-    prepare_out_dir(out_root)
+    claim = OutDirClaim(out_root, overwrite=getattr(args, "overwrite", False))
     folder_mode = len(sources) > 1 or Path(args.source).is_dir() or Path(args.source).suffix.lower() in LIST_SUFFIXES
     names = run_dir_names(sources)
     if getattr(args, "ray", None):
@@ -197,15 +194,9 @@ def run_command(args: argparse.Namespace) -> int:
 
         # the models load on the cluster's workers: the previous run is cleared once it is reached
         return run_on_ray(args, config, sources, [out_root / name for name in names], out_root,
-                          on_connected=lambda: clear_previous_runs(out_root) if overwrite else None)
-    try:
+                          on_connected=claim.take)
+    with claim.loading_models():
         pipeline = Pipeline(config)
-    except UserError:
-        if created and not any(out_root.iterdir()):  # a model error leaves no empty folder behind
-            out_root.rmdir()
-        raise
-    if overwrite:
-        clear_previous_runs(out_root)
     failures: list[str] = []
     run_dirs: list[Path] = []
     try:

@@ -86,10 +86,11 @@ def _hamming(keys: np.ndarray, key: int) -> np.ndarray:
     return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
 
 
-def load_enrolment_images(inputs: list[str], existing: dict[str, str]) -> tuple[list, list[str], list[Path], dict]:
-    """Readable, large-enough, non-duplicate images -> (images, perceptual-hash keys, paths, report).
-    `existing`: the gallery's keys and the brand each belongs to; an image that matches one is
-    reported as already enrolled (with that brand in report["already_enrolled_as"])."""
+def load_enrolment_images(inputs: list[str], existing: dict[str, str]
+                          ) -> tuple[list, list[str], list[Path], dict, dict[str, int]]:
+    """Readable, large-enough, non-duplicate images -> (images, perceptual-hash keys, paths,
+    report of the skipped ones, {brand: images already in the gallery under it}).
+    `existing`: the gallery's keys and the brand each belongs to."""
     from stream_pipeline.training.classifier.dataset import MIN_SIDE_PX, PHASH_MAX_DISTANCE, read_image
 
     paths, missing = _collect_images(inputs)
@@ -125,9 +126,7 @@ def load_enrolment_images(inputs: list[str], existing: dict[str, str]) -> tuple[
         images.append(img)
         keys.append(key)
         kept.append(path)
-    if held_as:
-        report["already_enrolled_as"] = dict(held_as)
-    return images, keys, kept, report
+    return images, keys, kept, report, dict(held_as)
 
 
 def _crop_badges(images: list, paths: list[Path], report: dict, clf) -> tuple[list, list[int]]:
@@ -225,9 +224,8 @@ def cmd_enroll(args) -> int:
     gallery, created = _load_or_create(path)
     clf = BrandClassifier.load(Path(args.model_dir) if args.model_dir else None)
     clf.use_gallery(gallery)  # refuses a gallery embedded by another model
-    images, keys, paths, report = load_enrolment_images(
+    images, keys, paths, report, held_as = load_enrolment_images(
         args.images, dict(zip(gallery.keys.tolist(), gallery.brands.tolist())))
-    held_as = report.pop("already_enrolled_as", {})
     if args.detect_badge and images:
         images, idx = _crop_badges(images, paths, report, clf)
         keys, paths = [keys[i] for i in idx], [paths[i] for i in idx]

@@ -184,7 +184,6 @@ def detect_in_photo(
     return Detections(xyxy, fused, np.zeros(len(fused), np.int32))
 
 
-
 def _pooled(boxes: list[np.ndarray], scores: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """The windows of one pass (vehicle crops, tiles) as one set of boxes, duplicates of
     overlapping windows removed."""

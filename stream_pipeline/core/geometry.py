@@ -28,15 +28,12 @@ def suppress_nested(xyxy: np.ndarray, scores: np.ndarray, cover: float,
     order = np.argsort(-scores, kind="stable")
     xyxy, scores = xyxy[order], scores[order]
     area = np.clip(xyxy[:, 2] - xyxy[:, 0], 0, None) * np.clip(xyxy[:, 3] - xyxy[:, 1], 0, None)
-    kept: list[int] = []
-    for i in range(len(xyxy)):
-        if kept:
-            k = np.array(kept)
-            iw = np.clip(np.minimum(xyxy[i, 2], xyxy[k, 2]) - np.maximum(xyxy[i, 0], xyxy[k, 0]), 0, None)
-            ih = np.clip(np.minimum(xyxy[i, 3], xyxy[k, 3]) - np.maximum(xyxy[i, 1], xyxy[k, 1]), 0, None)
-            small, big = np.minimum(area[i], area[k]), np.maximum(area[i], area[k])
-            nested = (small > 0) & (iw * ih >= cover * small) & (small >= min_area_ratio * big)
-            if nested.any():
-                continue
-        kept.append(i)
-    return xyxy[kept], scores[kept]
+    wh = np.clip(np.minimum(xyxy[:, None, 2:], xyxy[None, :, 2:]) - np.maximum(xyxy[:, None, :2], xyxy[None, :, :2]),
+                 0, None)
+    small, big = np.minimum(area[:, None], area[None, :]), np.maximum(area[:, None], area[None, :])
+    nested = (small > 0) & (wh[..., 0] * wh[..., 1] >= cover * small) & (small >= min_area_ratio * big)
+    keep = np.ones(len(xyxy), dtype=bool)
+    for i in range(len(xyxy)):  # best first: a kept box removes the worse boxes nested with it
+        if keep[i]:
+            keep[i + 1:] &= ~nested[i, i + 1:]
+    return xyxy[keep], scores[keep]

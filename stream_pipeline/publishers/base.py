@@ -41,10 +41,15 @@ def topic_source_name(source: str) -> str:
     return name or "source"
 
 
+def host_port(parts) -> str:
+    """The network location of a `urlsplit` result without its user info: host[:port]."""
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"{host}:{parts.port}" if parts.port else host
+
+
 def public_url(url: str) -> str:
     """A URL as safe to log: no user, password, query or fragment (tokens often live there)."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
+    return f"{parts.scheme}://{host_port(parts)}{parts.path}"

@@ -1,7 +1,8 @@
 """Each vehicle record POSTed as JSON to a webhook, with retries and backoff, off the pipeline thread.
 
-`https://user:password@host/...` sends HTTP Basic auth. A failing endpoint is logged once when the outage starts and once when it recovers, never
-per record: a camera on an endless stream would otherwise flood the log.
+`https://user:password@host/...` sends HTTP Basic auth. A failing endpoint is logged once when
+the outage starts and once when it recovers, never per record: a camera on an endless stream
+would otherwise flood the log.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import urllib.request
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from stream_pipeline.core.config import WebhookConfig
-from stream_pipeline.publishers.base import public_url
+from stream_pipeline.publishers.base import host_port, public_url
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +30,9 @@ def _split_credentials(url: str) -> tuple[str, str | None]:
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url, None
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    if parts.port:
-        host += f":{parts.port}"
     credentials = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
     token = base64.b64encode(credentials.encode("utf-8")).decode("ascii")
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), f"Basic {token}"
+    return urlunsplit((parts.scheme, host_port(parts), parts.path, parts.query, parts.fragment)), f"Basic {token}"
 
 
 class WebhookPublisher:

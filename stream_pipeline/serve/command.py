@@ -21,7 +21,7 @@ from stream_pipeline.pipeline import Pipeline
 from stream_pipeline.serve.camera import CameraStats, CameraWorker
 from stream_pipeline.serve.config import load_cameras
 from stream_pipeline.serve.models import DetectionScheduler, LockedModel
-from stream_pipeline.sinks.outdir import check_out_dir, clear_previous_runs, prepare_out_dir
+from stream_pipeline.sinks.outdir import OutDirClaim
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -73,18 +73,9 @@ def serve_command(args: argparse.Namespace) -> int:
     out_root = Path(args.out) if args.out else Path("runs") / time.strftime("serve-%Y%m%d-%H%M%S")
     # a restarted serve into the same folder would truncate every camera's event log; with
     # --overwrite the previous runs are cleared only once the models have loaded
-    overwrite = getattr(args, "overwrite", False)
-    check_out_dir(out_root, overwrite=overwrite)
-    created = not out_root.exists()
-    prepare_out_dir(out_root)
-    try:
+    claim = OutDirClaim(out_root, overwrite=getattr(args, "overwrite", False))
+    with claim.loading_models():
         scheduler, recognizer = load_models(configs)
-    except UserError:
-        if created and not any(out_root.iterdir()):  # a model error leaves no empty folder behind
-            out_root.rmdir()
-        raise
-    if overwrite:
-        clear_previous_runs(out_root)
     stop = threading.Event()
     workers = []
     for camera in serve.cameras:

@@ -6,6 +6,7 @@ import errno
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from stream_pipeline.core.errors import OutputError, UserError
@@ -78,3 +79,31 @@ def clear_previous_runs(out: Path) -> None:
                 (out / name).unlink()
     except OSError as exc:
         raise output_error(out, exc) from None
+
+
+class OutDirClaim:
+    """An output folder checked (`check_out_dir`) and proven writable before the models load;
+    a previous run in it is cleared (--overwrite) only once they have, so a run that cannot
+    start leaves it as it was, and a folder made for a run that never started is removed."""
+
+    def __init__(self, out: Path, overwrite: bool) -> None:
+        check_out_dir(out, overwrite)
+        self.out, self.overwrite = out, overwrite
+        self.created = not out.exists()
+        prepare_out_dir(out)
+
+    def take(self) -> None:
+        """The run starts: clear the previous one (--overwrite)."""
+        if self.overwrite:
+            clear_previous_runs(self.out)
+
+    @contextmanager
+    def loading_models(self):
+        """Around model loading: a model error leaves no empty folder behind; success takes the folder."""
+        try:
+            yield
+        except UserError:
+            if self.created and self.out.is_dir() and not any(self.out.iterdir()):
+                self.out.rmdir()
+            raise
+        self.take()
