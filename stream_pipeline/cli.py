@@ -51,6 +51,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_send_spool(args: argparse.Namespace) -> int:
+    from stream_pipeline.publishers.resend import command
+
+    return command(args.out_dir, args.config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stream-pipeline",
@@ -94,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="rebuild report.html from a run's events.jsonl (or index.html over a folder of runs)")
     report.add_argument("out_dir", metavar="OUT_DIR", help="a run's output folder, or a folder of them (from a folder input)")
     report.set_defaults(func=_cmd_report)
+
+    resend = sub.add_parser("send-spool", help="deliver the MQTT events a run kept while the broker was away")
+    resend.add_argument("out_dir", metavar="OUT_DIR", help="the run's output folder (or a folder of runs, or serve's --out)")
+    resend.add_argument("--config", help="the configuration (or serve cameras file) the run used: its mqtt section")
+    resend.set_defaults(func=_cmd_send_spool)
 
     bench = sub.add_parser("benchmark", help="measure pipeline throughput (FPS, real-time ratio, RSS)")
     bench.add_argument("source", nargs="?", default=None, help="video file (default: highway clip from shared)")

@@ -87,6 +87,7 @@ class Pipeline:
         progress: ProgressCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
         extra_observers: Sequence[RunObserver] = (),
+        camera: str | None = None,
     ) -> RunSummary:
         out = Path(out_dir)
         prepare_out_dir(out)
@@ -102,7 +103,7 @@ class Pipeline:
         with ExitStack() as stack:
             # Sinks first: whatever happens to the source, they are closed (finalised) last.
             # Publishers before the event log: they close after it, so they get its last line too.
-            publishers = [stack.enter_context(p) for p in event_publishers(self.config, out, frame_source.name)]
+            publishers = [stack.enter_context(p) for p in event_publishers(self.config, out, frame_source.name, camera)]
             events = stack.enter_context(EventLog(out / "events.jsonl", publishers))
             table = stack.enter_context(VehicleCsv(out / "vehicles.csv")) if cfg.csv else None
             snapshots = SnapshotWriter(out) if cfg.snapshots else None
@@ -112,7 +113,8 @@ class Pipeline:
                 events.write({"event": "stream", "status": "error", "source": frame_source.name,
                               "error": str(exc), "wall_time": utc_now_iso()})
                 raise
-            video = stack.enter_context(open_video_sink(out / "annotated.mp4", frame_source.fps, cfg)) if cfg.video else None
+            video = stack.enter_context(open_video_sink(out / "annotated.mp4", frame_source.fps, cfg,
+                                                    timed=frame_source.is_live)) if cfg.video else None
             window = stack.enter_context(LiveWindow(self.config.display.window_name, self.config.display.max_window_px)) if show else None
             tracker = VehicleTracker(self.config.tracker, frame_rate=frame_source.fps)
             annotator = Annotator(self.detector.names, cfg.draw_clock)
@@ -120,7 +122,8 @@ class Pipeline:
             summary.source_fps = frame_source.fps
             events.write({"event": "stream", "status": "started", "source": frame_source.name,
                           "live": frame_source.is_live, "fps": round(frame_source.fps, 3),
-                          "total_frames": frame_source.total_frames, "wall_time": utc_now_iso()})
+                          "total_frames": frame_source.total_frames, "wall_time": utc_now_iso(),
+                          **({"camera": camera} if camera else {})})
             # Live gaps (`stalled` / `resumed`), so consumers know an interval had no data.
             frame_source.on_status = lambda status: events.write(
                 {"event": "stream", **status, "source": frame_source.name, "wall_time": utc_now_iso()})
@@ -152,7 +155,7 @@ class Pipeline:
                         for observer in observers:
                             observer.draw(annotated, frame)
                         if video is not None:
-                            video.write(annotated)
+                            video.write(annotated, frame.timestamp_s)
                         if window is not None and not window.show(annotated):
                             summary.stopped_by = "quit"
                     clock["render"] += time.perf_counter() - t0
@@ -168,6 +171,8 @@ class Pipeline:
                         break
             except KeyboardInterrupt:
                 summary.stopped_by = "interrupted"
+                # Said at once: closing a stream that is reconnecting, or a long video, takes a moment.
+                log.info("interrupted: stopping the source and finalising the outputs")
             except SourceError as exc:
                 summary.stopped_by, summary.error = "error", str(exc)
             except OutputError as exc:

@@ -137,6 +137,9 @@ def test_spool_keeps_order_bounded_and_survives_reopening(tmp_path: Path):
         ("webhook:\n  url: ftp://example.org/x\n", "'webhook.url'"),
         ("webhook:\n  url: http://example.org/x\n  retries: -1\n", "'webhook.retries'"),
         ("webhook:\n  url: http://example.org/x\n  secret: x\n", "unknown key 'webhook.secret'"),
+        ("webhook:\n  url: http://127.0.0.1:99999/x\n", "'webhook.url': Value error, not a valid URL (Port out of range"),
+        ("webhook:\n  url: http://127.0.0.1:abc/x\n", "'webhook.url': Value error, not a valid URL"),
+        ("webhook:\n  url: http://127.0.0.1:0/x\n", "not a valid URL (port 0)"),
     ],
 )
 def test_publisher_config_is_validated(tmp_path: Path, text: str, expected: str):
@@ -173,7 +176,7 @@ def test_every_event_reaches_the_broker_once(tmp_path: Path, videos: Path, broke
         assert result.returncode == 0, result.stderr
         lines = (out / "events.jsonl").read_text().splitlines()
         expected = [(f"{TOPICS}/{json.loads(line)['event']}", line) for line in lines]
-        status = f"{TOPICS}/status"
+        status = f"{TOPICS}/availability"
         assert subscriber.wait_for(lambda got: sum(t != status for t, _, _ in got) >= len(expected)
                                    and got[-1][:2] == (status, "offline"))
         got = subscriber.snapshot()
@@ -185,14 +188,47 @@ def test_every_event_reaches_the_broker_once(tmp_path: Path, videos: Path, broke
     finally:
         subscriber.close()
     # The status stays retained for whoever looks later: a clean stop says offline.
-    late = Subscriber(broker.port, USER, password, f"{TOPICS}/status")
+    late = Subscriber(broker.port, USER, password, f"{TOPICS}/availability")
     try:
         assert late.wait_for(lambda got: len(got) >= 1, timeout=30)
-        assert late.snapshot()[0] == (f"{TOPICS}/status", "offline", True)
+        assert late.snapshot()[0] == (f"{TOPICS}/availability", "offline", True)
     finally:
         late.close()
     assert not (out / "mqtt_spool.sqlite3").exists()  # everything was acknowledged
     assert leaks(password, out, result.stdout, result.stderr) == []
+
+
+def test_serve_cameras_publish_under_their_own_names(tmp_path: Path, videos: Path, broker: Broker, password: str):
+    """Two cameras of one source (an NVR's channels differ only in a query) must not share topics,
+    and serve's `status` events must not overwrite the retained availability flag."""
+    cameras = tmp_path / "cameras.yaml"
+    cameras.write_text(f"""
+status_interval_s: 0.2
+defaults:
+  brands: {{enabled: false}}
+  output: {{video: false}}
+  mqtt: {{host: 127.0.0.1, port: {broker.port}, topic_prefix: traffic, username_env: TEST_MQTT_USER,
+          password_env: TEST_MQTT_PASSWORD, drain_s: 60}}
+cameras:
+  - {{name: north, source: "{videos / CLIP}"}}
+  - {{name: south, source: "{videos / CLIP}"}}
+""")
+    subscriber = Subscriber(broker.port, USER, password, "traffic/#")
+    try:
+        out = tmp_path / "out"
+        result = run_cli("serve", str(cameras), "--out", str(out), "--max-frames", "40", "--no-progress",
+                         env={"TEST_MQTT_USER": USER, "TEST_MQTT_PASSWORD": password})
+        assert result.returncode == 0, result.stderr
+        for name in ("north", "south"):
+            lines = (out / name / "events.jsonl").read_text().splitlines()
+            assert any(json.loads(line)["event"] == "status" for line in lines)
+            expected = [(f"traffic/{name}/{json.loads(line)['event']}", line) for line in lines]
+            flag = f"traffic/{name}/availability"
+            assert subscriber.wait_for(lambda got: [(t, p) for t, p, _ in got if t.startswith(f"traffic/{name}/")
+                                                    and t != flag] == expected
+                                       and [p for t, p, _ in got if t == flag] == ["online", "offline"])
+    finally:
+        subscriber.close()
 
 
 def test_broker_outage_mid_run_loses_nothing(tmp_path: Path, videos: Path, broker: Broker, password: str):
@@ -217,12 +253,12 @@ def test_broker_outage_mid_run_loses_nothing(tmp_path: Path, videos: Path, broke
         assert proc.returncode == 0, stderr
         events = read_events(out / "events.jsonl")
         ids = [e["event_id"] for e in events]
-        assert subscriber.wait_for(lambda got: {json.loads(p)["event_id"] for t, p, _ in got if t != f"{TOPICS}/status"} >= set(ids))
+        assert subscriber.wait_for(lambda got: {json.loads(p)["event_id"] for t, p, _ in got if t != f"{TOPICS}/availability"} >= set(ids))
     finally:
         if proc.poll() is None:
             proc.kill()
         subscriber.close()
-    received = [json.loads(p) for t, p, _ in subscriber.snapshot() if t != f"{TOPICS}/status"]
+    received = [json.loads(p) for t, p, _ in subscriber.snapshot() if t != f"{TOPICS}/availability"]
     vehicle_ids = [e["event_id"] for e in received if e["event"] == "vehicle"]
     assert sorted(vehicle_ids) == sorted(e["event_id"] for e in events if e["event"] == "vehicle")  # each once
     assert len(vehicle_ids) >= before + 2
@@ -234,8 +270,49 @@ def test_broker_outage_mid_run_loses_nothing(tmp_path: Path, videos: Path, broke
     assert leaks(password, out, stderr) == []
 
 
+def test_send_spool_delivers_what_a_run_kept_without_touching_the_run(tmp_path: Path, videos: Path, password: str):
+    """The broker was away for the whole run: `send-spool` delivers the kept lines later, in
+    order, without a new run into (or --overwrite of) that folder, and sets no availability flag."""
+    broker = Broker(tmp_path / "broker", USER, password)  # not started yet
+    env = {"TEST_MQTT_USER": USER, "TEST_MQTT_PASSWORD": password}
+    config = tmp_path / "publish.yaml"
+    config.write_text(
+        "brands:\n  enabled: false\noutput:\n  video: false\n"
+        f"mqtt:\n  host: 127.0.0.1\n  port: {broker.port}\n  topic_prefix: traffic\n"
+        "  username_env: TEST_MQTT_USER\n  password_env: TEST_MQTT_PASSWORD\n  drain_s: 0.5\n"
+    )
+    out = tmp_path / "out"
+    result = run_cli("run", str(videos / CLIP), "--config", str(config), "--out", str(out), "--max-frames", "60",
+                     "--no-progress", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"stream-pipeline send-spool {out}" in result.stderr
+    run_files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "spool" not in p.name}
+
+    still_down = run_cli("send-spool", str(out), "--config", str(config), env=env)
+    assert still_down.returncode == 3 and "still not delivered" in still_down.stderr, still_down.stderr
+    assert (out / "mqtt_spool.sqlite3").is_file()
+
+    broker.start()
+    subscriber = Subscriber(broker.port, USER, password, "traffic/#")
+    try:
+        sent = run_cli("send-spool", str(out), "--config", str(config), env=env)
+        assert sent.returncode == 0, sent.stderr
+        lines = (out / "events.jsonl").read_text().splitlines()
+        expected = [(f"{TOPICS}/{json.loads(line)['event']}", line) for line in lines]
+        assert subscriber.wait_for(lambda got: len(got) >= len(expected))
+        assert [(t, p) for t, p, _ in subscriber.snapshot()] == expected  # in order, no availability flag
+    finally:
+        subscriber.close()
+        broker.stop()
+    assert not (out / "mqtt_spool.sqlite3").exists()
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "spool" not in p.name} == run_files
+    again = run_cli("send-spool", str(out), "--config", str(config), env=env)
+    assert again.returncode == 0 and "no undelivered MQTT events" in again.stderr
+    assert leaks(password, out, result.stderr, sent.stderr) == []
+
+
 def test_killed_run_is_marked_offline_by_its_will(tmp_path: Path, videos: Path, broker: Broker, password: str):
-    status = f"{TOPICS}/status"
+    status = f"{TOPICS}/availability"
     subscriber = Subscriber(broker.port, USER, password, status)
     proc = start_run([str(videos / CLIP), "--config", str(mqtt_config(tmp_path, broker.port)), "--out", str(tmp_path / "out")],
                      env={"TEST_MQTT_USER": USER, "TEST_MQTT_PASSWORD": password})
@@ -371,7 +448,7 @@ def test_tls_broker_with_a_private_ca(tmp_path: Path, videos: Path, password: st
                          env={"TEST_MQTT_USER": USER, "TEST_MQTT_PASSWORD": password})
         assert result.returncode == 0, result.stderr
         lines = (out / "events.jsonl").read_text().splitlines()
-        status = f"{TOPICS}/status"
+        status = f"{TOPICS}/availability"
         assert subscriber.wait_for(lambda got: sum(t != status for t, _, _ in got) >= len(lines))
         assert [p for t, p, _ in subscriber.snapshot() if t != status] == lines
         assert "unreachable" not in result.stderr
@@ -388,6 +465,7 @@ def test_source_names_make_one_safe_topic_level():
     assert topic_source_name("0") == "0"
     assert topic_source_name("/dev/video0") == "video0"
     assert topic_source_name("cam #1+2.mp4") == "cam_1_2"
+    assert topic_source_name("rtsp://127.0.0.1:99999/x") == "127.0.0.1_x"  # the source reports the bad port
     assert public_url("https://u:secret@hooks.example.org:8443/v1/hook?token=abc#x") == "https://hooks.example.org:8443/v1/hook"
 
 
@@ -432,3 +510,29 @@ def test_webhook_user_and_password_in_the_url_are_basic_auth(tmp_path: Path, vid
     expected = "Basic " + base64.b64encode(f"ops:{password}".encode()).decode()
     assert set(endpoint.authorization) == {expected}
     assert password not in result.stderr + result.stdout and "not delivered" not in result.stderr
+
+
+def test_webhook_drain_s_bounds_the_wait_for_an_endpoint_that_never_answers(tmp_path: Path, videos: Path):
+    """drain_s is the user's limit on the wait at the end, even with a POST in flight (timeout_s far longer)."""
+    import socket
+
+    silent = socket.socket()  # takes connections (the backlog) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    try:
+        config = tmp_path / "webhook.yaml"
+        config.write_text(
+            "brands:\n  enabled: false\noutput:\n  video: false\n"
+            f"webhook:\n  url: http://127.0.0.1:{silent.getsockname()[1]}/hook\n  timeout_s: 300\n  retries: 0\n"
+            "  drain_s: 1\n"
+        )
+        out = tmp_path / "out"
+        # 300 s per try would outlast this guard if the in-flight POST were waited for
+        result = run_cli("run", str(videos / CLIP), "--config", str(config), "--out", str(out), "--max-frames", "90",
+                         "--no-progress", timeout=200)
+    finally:
+        silent.close()
+    assert result.returncode == 0, result.stderr
+    vehicles = sum(1 for e in read_events(out / "events.jsonl") if e["event"] == "vehicle")
+    assert vehicles >= 3
+    assert f"{vehicles} of {vehicles} vehicle records not delivered" in result.stderr, result.stderr

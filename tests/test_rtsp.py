@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
@@ -73,6 +74,12 @@ def test_rtsp_stream_runs_live(tmp_path: Path, rtsp_url: str, no_brands_config: 
     # Live timestamps are stream seconds since the start, increasing.
     assert all(0 <= v["first_seen_s"] <= v["last_seen_s"] for v in vehicles)
     assert any(v["class"] == "car" for v in vehicles)
+    # The video shows each frame at its stream time (never fast-forward when frames were skipped).
+    import av
+
+    with av.open(str(out / "annotated.mp4")) as container:
+        shown = [float(f.pts * f.time_base) for f in container.decode(video=0)]
+    assert shown == sorted(shown) and shown[-1] >= max(v["last_seen_s"] for v in vehicles) - shown[0] - 0.05
 
 
 def test_unreachable_stream_is_one_line_error(tmp_path: Path):
@@ -227,3 +234,32 @@ def test_stream_gap_is_in_the_events_and_no_credential_leaks(tmp_path: Path, vid
     assert resumed["seconds_lost"] >= 2 and resumed["stream_s"] - stalled["stream_s"] == pytest.approx(resumed["seconds_lost"], abs=0.01)
     assert "reconnecting" in stderr and "resumed" in stderr  # the messages that used to carry the password
     assert_secret_nowhere(secret, [stdout, stderr], out)
+
+
+def test_ctrl_c_while_reconnecting_stops_at_once_and_says_so(tmp_path: Path, videos: Path):
+    """Ctrl-C while the camera hangs: the run says it is stopping, does not wait for the reconnect
+    attempt in progress, and reports no reconnect failure after the stop."""
+    server = RtspServer(tmp_path / "media", videos)
+    config = tmp_path / "cfg.yaml"
+    # a reconnect attempt that would block for minutes
+    config.write_text(
+        "brands:\n  enabled: false\nsource:\n  read_timeout_s: 2\n  open_timeout_s: 300\n"
+        "  max_reconnects: 100\n  reconnect_delay_s: 0.2\n"
+    )
+    out = tmp_path / "out"
+    run = CliRun("run", server.url(), "--config", str(config), "--out", str(out), "--no-progress")
+    try:
+        run.wait_for_frames(5)
+        server.freeze()
+        run.wait_for_line(re.compile(r"reconnecting \(1/100\)"))
+        run.signal(signal.SIGINT)
+        code, stdout, stderr = run.finish()
+    finally:
+        run.kill()
+        server.thaw()
+        server.stop()
+    assert code == 130, stderr
+    assert "interrupted: stopping the source and finalising the outputs" in stderr
+    assert "cannot open stream" not in stderr
+    ended = read_events(out / "events.jsonl")[-1]
+    assert ended["status"] == "ended" and ended["reason"] == "interrupted"

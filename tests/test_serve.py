@@ -60,7 +60,11 @@ def test_example_cameras_file_is_valid():
      "unknown key 'defaults.detector.confidance'"),
     ("cameras:\n  - {name: a, source: x.mp4}\n  - {name: a, source: y.mp4}\n", "duplicate camera names: a"),
     ("cameras:\n  - {name: a, source: x.mp4}\n  - {name: b, source: y.mp4, overrides: {detector: {imgsz: 320}}}\n",
-     "cameras[1] (b): 'overrides.detector' differs from camera a"),
+     "cameras[1] (b): 'overrides.detector' is shared by all cameras"),
+    ("cameras:\n  - {name: a, source: x.mp4, overrides: {detector: {imgsz: 320}}}\n  - {name: b, source: y.mp4}\n",
+     "cameras[0] (a): 'overrides.detector' is shared by all cameras"),
+    ("cameras:\n  - {name: a, source: x.mp4, overrides: {brands: {gallery: g.npz}}}\n",
+     "cameras[0] (a): 'overrides.brands.gallery' is shared by all cameras"),
     ("cameras:\n  - {name: a, source: x.mp4, camera: 2}\n", "unknown key 'cameras.0.camera'"),
     ("cameras: []\n", "'cameras'"),
     ("cameras:\n  - {name: ../up, source: x.mp4}\n", "'cameras.0.name'"),
@@ -231,8 +235,10 @@ cameras:
 
     replaced = run_cli("serve", str(cameras), "--out", str(out), "--max-frames", "5", "--no-progress", "--overwrite")
     assert replaced.returncode == 0, replaced.stderr
-    assert read_events(out / "clip" / "events.jsonl")[-1]["frames"] == 5
-    assert (out / "index.html").is_file()
+    events = read_events(out / "clip" / "events.jsonl")
+    assert events[-1]["frames"] == 5 and events[0]["status"] == "started" and events[0]["camera"] == "clip"
+    index = (out / "index.html").read_text()
+    assert "1 camera ·" in index and ">clip</a>" in index  # named as in the cameras file, not by its source
     assert (out / "notes.txt").read_text() == "the operator's own file"
 
 
@@ -252,6 +258,8 @@ cameras:
     errors = [line for line in result.stderr.splitlines() if line.startswith("stream-pipeline: error:")]
     assert len(errors) == 1 and "1 of 2 cameras failed; first: ghost" in errors[0] and "no_such_clip" in errors[0]
     assert "retry" not in result.stderr
+    # every failed camera says why in its own summary line, not only the first
+    assert any(line.startswith("camera ghost: failed,") and "no_such_clip" in line for line in result.stderr.splitlines())
     assert read_events(out / "clip" / "events.jsonl")[-1]["frames"] == 20
     ghost = [e.get("status") for e in read_events(out / "ghost" / "events.jsonl") if e["event"] == "stream"]
     assert "stalled" not in ghost and ghost[-1] == "error", ghost

@@ -78,6 +78,25 @@ def test_encode_behind_writes_every_frame(tmp_path: Path, videos: Path):
     assert not (tmp_path / "out.partial.mp4").exists()
 
 
+@pytest.mark.parametrize("threaded", [False, True])
+def test_live_video_plays_at_stream_time_not_fast_forward(tmp_path: Path, videos: Path, threaded: bool):
+    """A live source processed slower than it sends skips frames: each frame written is shown at
+    its stream time, so the video lasts as long as the stream did (the on-screen clock agrees)."""
+    import av
+
+    from stream_pipeline.sinks.video import VideoSink
+
+    images = [f.image for f in _frames(VideoFileSource(videos / "urban_arterial.mp4"))[:8]]
+    stamps = [10.0, 10.4, 10.8, 11.5, 12.0, 12.1, 14.0, 14.5]  # stream seconds; a 1.9 s gap at 12.1
+    cls = ThreadedVideoSink if threaded else VideoSink
+    with cls(tmp_path / "live.mp4", 25.0, timed=True) as sink:
+        for image, stamp in zip(images, stamps):
+            sink.write(image, stamp)
+    with av.open(str(tmp_path / "live.mp4")) as container:
+        shown = [float(f.pts * f.time_base) for f in container.decode(video=0)]
+    assert shown == pytest.approx([s - stamps[0] for s in stamps], abs=0.002)
+
+
 def test_encode_behind_reports_a_failed_write(tmp_path: Path, videos: Path, monkeypatch):
     import av
 

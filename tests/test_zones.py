@@ -3,6 +3,7 @@ checked against a count made by hand from its frames."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,41 @@ def test_polygon_entries_and_exits(zones_run: Path):
         assert all(a != b for a, b in zip(sequence, sequence[1:])), (track_id, sequence)
     counts = events[-1]["zones"]["far lanes"]
     assert counts["type"] == "polygon" and counts[IN] == len(enters) and counts[OUT] == len(exits)
+
+
+def test_report_of_a_run_cut_short_counts_the_vehicles_still_in_view(zones_run: Path, tmp_path: Path):
+    """A killed run has no record for the vehicles still in view (and no `ended` counts): their
+    crossing and zone events must still count in the report."""
+    import shutil
+
+    lines = (zones_run / "events.jsonl").read_text().splitlines(keepends=True)
+    kinds = [json.loads(line)["event"] for line in lines]
+    # cut where a crossing has been written whose vehicle record has not: killed mid-run
+    cut = max(i for i, kind in enumerate(kinds) if kind == "crossing")
+    kept = lines[:cut + 1] + ['{"event": "vehicle", "track_id": 99']  # and a half-written line
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "events.jsonl").write_text("".join(kept))
+    if (zones_run / "snapshots").is_dir():
+        shutil.copytree(zones_run / "snapshots", killed / "snapshots")
+    events = [json.loads(line) for line in kept[:-1]]
+    assert not any(e["event"] == "stream" and e.get("status") == "ended" for e in events)
+    recorded = {e["track_id"] for e in events if e["event"] == "vehicle"}
+    crossings = [e for e in events if e["event"] == "crossing"]
+    assert any(e["track_id"] not in recorded for e in crossings)  # the case that used to be lost
+
+    result = run_cli("report", str(killed))
+    assert result.returncode == 0, result.stderr
+    from stream_pipeline.report.data import load_run
+
+    counts = load_run(killed).zone_counts()
+    for direction in (IN, OUT):
+        assert counts["lanes"][direction] == sum(e["direction"] == direction for e in crossings)
+        assert sum(c[direction] for c in counts["lanes"]["by_class"].values()) == counts["lanes"][direction]
+    far = [e["event"] for e in events if e["event"] in ("zone_enter", "zone_exit") and e["zone"] == "far lanes"]
+    if far:
+        assert counts["far lanes"][IN] == far.count("zone_enter") and counts["far lanes"][OUT] == far.count("zone_exit")
+    assert "Lines and zones" in (killed / "report.html").read_text()
 
 
 def test_zones_are_drawn_on_the_video(zones_run: Path, videos: Path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -158,7 +159,7 @@ class MqttConfig(_Section):
     host: str = Field(min_length=1)
     # null = 8883 with tls, 1883 without.
     port: int | None = Field(None, ge=1, le=65535)
-    # Topics: <topic_prefix>/<source name>/<event type> and <topic_prefix>/<source name>/status.
+    # Topics: <topic_prefix>/<source name>/<event type> and <topic_prefix>/<source name>/availability (serve: the camera name).
     topic_prefix: str = Field("stream-pipeline", min_length=1)
     # Names of environment variables holding the credentials (never the credentials themselves).
     username_env: str | None = Field(None, pattern=_ENV_NAME)
@@ -205,6 +206,18 @@ class WebhookConfig(_Section):
     max_queued: int = Field(1000, ge=1, le=1_000_000)
     # At the end of a run, seconds to wait for the endpoint to take what is still queued.
     drain_s: float = Field(10.0, ge=0, le=600)
+
+    @field_validator("url")
+    @classmethod
+    def _parsable_url(cls, value: str) -> str:
+        # urlsplit only checks the port when asked for it: a bad one would surface mid-run.
+        try:
+            port = urlsplit(value).port
+        except ValueError as exc:
+            raise ValueError(f"not a valid URL ({exc})") from None
+        if port == 0:
+            raise ValueError("not a valid URL (port 0)")
+        return value
 
 
 class PipelineConfig(_Section):

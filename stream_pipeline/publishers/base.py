@@ -32,13 +32,27 @@ def topic_source_name(source: str) -> str:
     if "://" in source:
         parts = urlsplit(source)
         host = parts.hostname or ""
-        if parts.port:
-            host += f"_{parts.port}"
+        port = _port(parts)
+        if port:
+            host += f"_{port}"
         name = host + parts.path
     else:
         name = Path(source).stem or source
+    return topic_level(name)
+
+
+def topic_level(name: str) -> str:
+    """`name` as one MQTT topic level: other characters than letters, digits, '.', '_', '-' become '_'."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
     return name or "source"
+
+
+def _port(parts) -> int | None:
+    """The URL's port, or None also when it is malformed (the source reports that when it opens)."""
+    try:
+        return parts.port
+    except ValueError:
+        return None
 
 
 def host_port(parts) -> str:
@@ -46,7 +60,8 @@ def host_port(parts) -> str:
     host = parts.hostname or ""
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
-    return f"{host}:{parts.port}" if parts.port else host
+    port = _port(parts)
+    return f"{host}:{port}" if port else host
 
 
 def public_url(url: str) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from stream_pipeline.core.config import MqttConfig
 from stream_pipeline.core.errors import ConfigError
-from stream_pipeline.publishers.base import topic_source_name
+from stream_pipeline.publishers.base import topic_level, topic_source_name
 from stream_pipeline.publishers.spool import DiskSpool
 
 log = logging.getLogger(__name__)
@@ -82,13 +82,20 @@ class _Connection:
 
 
 class MqttPublisher:
-    """Publishes each event to `<prefix>/<source>/<event type>` (QoS 1) and a retained status."""
+    """Publishes each event to `<prefix>/<source>/<event type>` (QoS 1) and a retained
+    `online`/`offline` flag to `<prefix>/<source>/availability`."""
 
-    def __init__(self, config: MqttConfig, out_dir: str | Path, source: str) -> None:
+    def __init__(self, config: MqttConfig, out_dir: str | Path, source: str, camera: str | None = None,
+                 announce: bool = True) -> None:
         self.config = config
+        # False: only the spool is sent (`send-spool`): no source is running, so no online/offline flag.
+        self.announce = announce
         self.address = f"{config.host}:{config.effective_port}"
-        self.base_topic = f"{config.topic_prefix}/{topic_source_name(source)}"
-        self.status_topic = f"{self.base_topic}/status"
+        # A serve camera's own name: two cameras of one NVR differ only in a query the topic omits.
+        level = topic_level(camera) if camera else topic_source_name(source)
+        self.base_topic = f"{config.topic_prefix}/{level}"
+        # Not `status`: serve's status events are published under that event type.
+        self.status_topic = f"{self.base_topic}/availability"
         self.spool = DiskSpool(Path(out_dir) / SPOOL_NAME, config.max_queued)
         self.delivered = 0
         self._inbox: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
@@ -129,8 +136,9 @@ class MqttPublisher:
         left = self.spool.close()
         if left:
             log.warning(
-                "MQTT broker %s: %d events not delivered; kept in %s and sent first by the next run into this folder",
-                self.address, left, self.spool.path,
+                "MQTT broker %s: %d events not delivered; kept in %s: `stream-pipeline send-spool %s` sends them "
+                "(and so does the next run into this folder)",
+                self.address, left, self.spool.path, self.spool.path.parent,
             )
         if self.spool.dropped:
             log.warning("MQTT: %d oldest events dropped while the broker was away (mqtt.max_queued = %d)",
@@ -206,8 +214,9 @@ class MqttPublisher:
             client.username_pw_set(username, password)
         if self._tls is not None:
             client.tls_set_context(self._tls)
-        # The broker itself marks us offline if we vanish without saying goodbye.
-        client.will_set(self.status_topic, "offline", qos=1, retain=True)
+        if self.announce:
+            # The broker itself marks us offline if we vanish without saying goodbye.
+            client.will_set(self.status_topic, "offline", qos=1, retain=True)
         conn = _Connection(client)
 
         def on_connect(client, userdata, flags, reason_code, properties) -> None:
@@ -215,7 +224,8 @@ class MqttPublisher:
                 conn.refused = str(reason_code)
                 return
             conn.connected = True
-            client.publish(self.status_topic, "online", qos=1, retain=True)
+            if self.announce:
+                client.publish(self.status_topic, "online", qos=1, retain=True)
 
         def on_publish(client, userdata, mid, reason_code, properties) -> None:
             conn.acked.append(mid)
@@ -253,7 +263,8 @@ class MqttPublisher:
             self._outage = self._overflow_logged = False
             log.info("MQTT broker %s reachable again; sending %d queued events", self.address, len(self.spool))
         elif not self._announced:
-            log.info("MQTT: publishing events to %s under %s/", self.address, self.base_topic)
+            log.info("MQTT: publishing events to %s under %s/", self.address,
+                     self.base_topic if self.announce else self.config.topic_prefix)
         self._announced = True
         for mid in conn.acked:
             seq = conn.handed.pop(mid, None)
@@ -287,7 +298,7 @@ class MqttPublisher:
         """Clean stop: a retained 'offline', then DISCONNECT (so the broker skips the will)."""
         import paho.mqtt.client as mqtt
 
-        if not conn.connected:
+        if not conn.connected or not self.announce:
             if conn.client.is_connected() or conn.client.socket() is not None:
                 conn.client.disconnect()
             return

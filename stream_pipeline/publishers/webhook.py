@@ -52,6 +52,7 @@ class WebhookPublisher:
         self._failed_tries = 0  # in the current outage; 0 = the endpoint is healthy
         self._overflow_logged = False
         self._failed = False
+        self._posting = False  # a record is being tried (not in the queue, not yet counted)
         self._thread: threading.Thread | None = None
 
     # -- pipeline thread -------------------------------------------------------------------
@@ -77,10 +78,14 @@ class WebhookPublisher:
             return
         self._stop.set()
         self._thread.join(timeout=self.config.drain_s)
+        in_flight = 0
         if self._thread.is_alive():
             self._abort.set()
-            self._thread.join(timeout=self.config.timeout_s + 1)
-        lost = self._queue.qsize() + self.given_up + self.overflowed
+            # A POST in progress may hold on for timeout_s; drain_s is the limit the user set, so
+            # it is not waited for (a daemon thread) and counts as not delivered.
+            self._thread.join(timeout=0.5)
+            in_flight = int(self._thread.is_alive() and self._posting)
+        lost = self._queue.qsize() + self.given_up + self.overflowed + in_flight
         if lost:
             log.warning("webhook %s: %d of %d vehicle records not delivered", self.target, lost, lost + self.delivered)
 
@@ -101,7 +106,9 @@ class WebhookPublisher:
                 if self._stop.is_set() and self._queue.empty():
                     return
                 continue
+            self._posting = True
             self._deliver(event_id, line)
+            self._posting = False
             if self._queue.empty():
                 self._overflow_logged = False
 

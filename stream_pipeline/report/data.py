@@ -23,6 +23,7 @@ class RunData:
     vehicles: list[dict] = field(default_factory=list)
     zone_events: list[dict] = field(default_factory=list)  # crossing / zone_enter / zone_exit
     skipped_lines: int = 0
+    camera: str | None = None  # serve's camera name (its `started` event has it)
 
     @property
     def source(self) -> str:
@@ -55,20 +56,29 @@ class RunData:
 
     def zone_counts(self) -> dict[str, dict]:
         """Per zone: type, in, out, by_class, by_brand; from the vehicle records (final class
-        and brand of each vehicle), so a run cut short still counts what was written."""
+        and brand of each vehicle). A run cut short has no record for the vehicles still in view:
+        their crossing / zone events count instead, with the class and brand known then."""
         counts: dict[str, dict] = {}
         for name, item in (self.ended.get("zones") or {}).items():  # zones nobody crossed too
             counts[name] = {"type": item.get("type", "line"), IN: 0, OUT: 0, "by_class": {}, "by_brand": {}}
         kinds = {e["zone"]: ("line" if e["event"] == "crossing" else "polygon") for e in self.zone_events if "zone" in e}
+
+        def add(name, direction, vehicle: dict) -> None:
+            if direction not in (IN, OUT):
+                return
+            zone = counts.setdefault(name, {"type": kinds.get(name, "line"), IN: 0, OUT: 0, "by_class": {}, "by_brand": {}})
+            zone[direction] += 1
+            for key, value in (("by_class", vehicle.get("class", "?")), ("by_brand", vehicle.get("brand", "unknown"))):
+                zone[key].setdefault(value, {IN: 0, OUT: 0})[direction] += 1
+
         for vehicle in self.vehicles:
             for item in vehicle.get("zones") or ():
-                name, direction = item.get("zone"), item.get("direction")
-                if direction not in (IN, OUT):
-                    continue
-                zone = counts.setdefault(name, {"type": kinds.get(name, "line"), IN: 0, OUT: 0, "by_class": {}, "by_brand": {}})
-                zone[direction] += 1
-                for key, value in (("by_class", vehicle.get("class", "?")), ("by_brand", vehicle.get("brand", "unknown"))):
-                    zone[key].setdefault(value, {IN: 0, OUT: 0})[direction] += 1
+                add(item.get("zone"), item.get("direction"), vehicle)
+        recorded = {v.get("track_id") for v in self.vehicles}
+        for event in self.zone_events:
+            if event.get("track_id") not in recorded:
+                direction = {"zone_enter": IN, "zone_exit": OUT}.get(event["event"], event.get("direction"))
+                add(event.get("zone"), direction, event)
         return counts
 
 
@@ -97,6 +107,7 @@ def load_run(folder: str | Path) -> RunData:
             elif kind == "stream":
                 if event.get("status") == "started":
                     data.started = event
+                    data.camera = event.get("camera") if isinstance(event.get("camera"), str) else None
                 elif event.get("status") in ("ended", "error"):
                     data.ended = event
     if data.skipped_lines:

@@ -168,6 +168,9 @@ def run_page(run: RunData, charts: dict[str, str], thumbs: dict[int, tuple[str |
 
 
 def index_page(runs: list[tuple[RunData, str]], brand_chart: str | None) -> str:
+    # serve's folders are cameras, named as in the cameras file; a folder input's are videos
+    cameras = bool(runs) and all(run.camera for run, _ in runs)
+    unit, units = ("camera", "cameras") if cameras else ("video", "videos")
     rows = []
     for run, link in runs:
         brands = run.brand_counts()
@@ -177,7 +180,7 @@ def index_page(runs: list[tuple[RunData, str]], brand_chart: str | None) -> str:
         zone_text = "; ".join(f"{name}: in {z[IN]} / out {z[OUT]}" for name, z in zones.items()) or "–"
         state = run.ended.get("status", "incomplete")
         rows.append(
-            f"<tr><td data-label=\"video\"><a href=\"{escape(link)}\">{escape(run.title)}</a></td>"
+            f"<tr><td data-label=\"{unit}\"><a href=\"{escape(link)}\">{escape(run.camera if cameras else run.title)}</a></td>"
             f"<td class=\"num\" data-label=\"vehicles\">{len(run.vehicles)}</td>"
             f"<td class=\"num\" data-label=\"with a brand\">{sum(n for b, n in brands.items() if b != 'unknown')}</td>"
             f"<td class=\"num\" data-label=\"stream time\">{clock(run.duration_s)}</td>"
@@ -187,9 +190,9 @@ def index_page(runs: list[tuple[RunData, str]], brand_chart: str | None) -> str:
         )
     total = sum(len(run.vehicles) for run, _ in runs)
     body = (
-        f"<h1>Runs</h1><div class=\"muted\">{len(runs)} videos · {total} vehicles</div>"
-        + (f"<div class=\"charts\"><figure><img src=\"{escape(brand_chart)}\" alt=\"vehicles per brand, all videos\"></figure></div>" if brand_chart else "")
-        + "<h2>Videos</h2><div class=\"scroll\"><table class=\"vehicles index\"><thead><tr><th>video</th><th class=\"num\">vehicles</th>"
+        f"<h1>Runs</h1><div class=\"muted\">{len(runs)} {unit if len(runs) == 1 else units} · {total} vehicles</div>"
+        + (f"<div class=\"charts\"><figure><img src=\"{escape(brand_chart)}\" alt=\"vehicles per brand, all {units}\"></figure></div>" if brand_chart else "")
+        + f"<h2>{units.capitalize()}</h2><div class=\"scroll\"><table class=\"vehicles index\"><thead><tr><th>{unit}</th><th class=\"num\">vehicles</th>"
         "<th class=\"num\">with a brand</th><th class=\"num\">stream time</th><th>brands</th><th>lines / zones</th><th>run</th>"
         f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
     )

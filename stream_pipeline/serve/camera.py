@@ -310,7 +310,8 @@ class CameraWorker:
         stats = self.stats
         try:
             summary = self.pipeline.run(self.source, self.out_dir, max_frames=self.max_frames,
-                                        progress=CameraProgress(stats, self.source), should_stop=self.stop.is_set)
+                                        progress=CameraProgress(stats, self.source), should_stop=self.stop.is_set,
+                                        camera=self.name)
             stats.summary = summary
             if summary.error:
                 self.error, stats.state = summary.error, "failed"

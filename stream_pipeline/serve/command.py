@@ -138,7 +138,7 @@ def summary_line(s: CameraStats) -> str:
     dropped = summary.frames_dropped if summary is not None else s.frames_dropped
     return (f"camera {s.name}: {s.state}, {s.frames} frames, {fps:.2f} FPS, {dropped} skipped, "
             f"latency p50 {_fmt(p50, '.0f', ' ms')} p95 {_fmt(p95, '.0f', ' ms')}, {s.vehicles} vehicles, "
-            f"{s.retries} retries")
+            f"{s.retries} retries" + (f"; {s.error}" if s.state == "failed" and s.error else ""))
 
 
 def _write_index(out_root: Path, run_dirs: list[Path]) -> None:

@@ -124,6 +124,14 @@ def _check_shared_models(path: Path, serve: ServeConfig, configs: dict[str, Pipe
     for i, camera in enumerate(serve.cameras):
         config = configs[camera.name]
         where = f"cameras[{i}] ({camera.name})"
+        # Named where it is written: comparing with the first camera would blame the other one.
+        shared = [f"brands.{k}" for k in SHARED_BRAND_KEYS if k in (camera.overrides.get("brands") or {})]
+        if "detector" in camera.overrides or shared:
+            key = "detector" if "detector" in camera.overrides else shared[0]
+            raise ConfigError(
+                f"invalid cameras file {path}: {where}: 'overrides.{key}' is shared by all cameras (one model set): "
+                "set it under 'defaults'"
+            )
         if config.detector != detector:
             raise ConfigError(
                 f"invalid cameras file {path}: {where}: 'overrides.detector' differs from camera {first}; "

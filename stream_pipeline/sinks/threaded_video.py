@@ -29,13 +29,13 @@ class ThreadedVideoSink(VideoSink):
 
     def _encode(self) -> None:
         while True:
-            image = self._queue.get()
-            if image is _END:
+            item = self._queue.get()
+            if item is _END:
                 return
             if self._error is not None:
                 continue  # drain: the failure is on its way up
             try:
-                super().write(image)
+                super().write(*item)
             except BaseException as exc:  # noqa: BLE001 - raised in the pipeline thread
                 self._error = exc
 
@@ -45,14 +45,14 @@ class ThreadedVideoSink(VideoSink):
             self.failed = True
             raise error
 
-    def write(self, image: np.ndarray) -> None:
+    def write(self, image: np.ndarray, timestamp_s: float | None = None) -> None:
         self._raise_pending()
         if self.failed:
             return
         if self._thread is None:
             self._thread = threading.Thread(target=self._encode, name="encode-behind", daemon=True)
             self._thread.start()
-        self._queue.put(image)
+        self._queue.put((image, timestamp_s))
         self.frames_queued += 1
 
     def _drain(self) -> None:
@@ -72,9 +72,10 @@ class ThreadedVideoSink(VideoSink):
             raise pending
 
 
-def open_video_sink(path, fps: float, output) -> VideoSink:
-    """The annotated-video sink for an `OutputConfig`: encoded behind when `encode_behind_frames` > 0."""
+def open_video_sink(path, fps: float, output, timed: bool = False) -> VideoSink:
+    """The annotated-video sink for an `OutputConfig`: encoded behind when `encode_behind_frames` > 0
+    (`timed`: frames shown at their stream timestamps, for live sources)."""
     if output.encode_behind_frames > 0:
-        return ThreadedVideoSink(path, fps, output.codec, output.h264_preset, output.h264_crf,
+        return ThreadedVideoSink(path, fps, output.codec, output.h264_preset, output.h264_crf, timed=timed,
                                  queue_frames=output.encode_behind_frames)
-    return VideoSink(path, fps, output.codec, output.h264_preset, output.h264_crf)
+    return VideoSink(path, fps, output.codec, output.h264_preset, output.h264_crf, timed=timed)

@@ -22,12 +22,16 @@ from stream_pipeline.core.errors import OutputError, UserError
 from stream_pipeline.sinks.outdir import output_error
 
 log = logging.getLogger(__name__)
+TIMED_BASE = Fraction(1, 1000)  # timed (live) videos: presentation times in milliseconds
 
 
 class VideoSink:
     def __init__(
-        self, path: str | Path, fps: float, codec: str = "auto", preset: str = "superfast", crf: int = 23
+        self, path: str | Path, fps: float, codec: str = "auto", preset: str = "superfast", crf: int = 23,
+        timed: bool = False,
     ) -> None:
+        """`timed`: each frame is shown at its stream timestamp (a live source, processed slower than
+        it sends, skips frames; at a fixed rate the video would play fast-forward)."""
         self.path = Path(path)
         self.partial_path = self.path.with_name(f"{self.path.stem}.partial{self.path.suffix}")
         self.failed = False
@@ -36,6 +40,9 @@ class VideoSink:
         self.requested = codec
         self.codec_name: str | None = None
         self.frames_written = 0
+        self.timed = timed
+        self._first_ts: float | None = None
+        self._last_pts = -1
         self._size: tuple[int, int] | None = None
         self._av_container = None
         self._av_stream = None
@@ -88,13 +95,15 @@ class VideoSink:
         # yuv420p needs even dimensions; odd frames get one padded row/column.
         stream.width, stream.height = width + width % 2, height + height % 2
         stream.pix_fmt = "yuv420p"
+        if self.timed:
+            stream.codec_context.time_base = TIMED_BASE
         stream.options = {"preset": self.preset, "crf": str(self.crf)}
         self._av_container, self._av_stream = container, stream
         self.codec_name = "h264 (libx264)"
         log.info("writing %s as %s", self.path, self.codec_name)
         return True
 
-    def write(self, image: np.ndarray) -> None:
+    def write(self, image: np.ndarray, timestamp_s: float | None = None) -> None:
         if self.failed:
             return  # the first failure is on its way up
         height, width = image.shape[:2]
@@ -109,6 +118,8 @@ class VideoSink:
             if image.shape[1] % 2 or image.shape[0] % 2:
                 image = cv2.copyMakeBorder(image, 0, image.shape[0] % 2, 0, image.shape[1] % 2, cv2.BORDER_REPLICATE)
             frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            if self.timed:
+                frame.pts, frame.time_base = self._pts(timestamp_s), TIMED_BASE
             try:
                 for packet in self._av_stream.encode(frame):
                     self._av_container.mux(packet)
@@ -118,6 +129,16 @@ class VideoSink:
         else:
             self._cv_writer.write(image)
         self.frames_written += 1
+
+    def _pts(self, timestamp_s: float | None) -> int:
+        """Milliseconds since the first frame; strictly increasing, as the container requires."""
+        if timestamp_s is None:
+            timestamp_s = (self._first_ts or 0.0) + self.frames_written / self.fps
+        if self._first_ts is None:
+            self._first_ts = timestamp_s
+        pts = max(int(round((timestamp_s - self._first_ts) / TIMED_BASE)), self._last_pts + 1)
+        self._last_pts = pts
+        return pts
 
     def close(self) -> None:
         """Finalise the file and give it its final name; a video that cannot be finished keeps `.partial`."""

@@ -91,6 +91,7 @@ class LiveSource(CaptureSource):
         self._gap: _Gap | None = None
         self._t0 = 0.0
         self.reconnects = 0
+        self._opening = False  # the reader is inside a (re)connect attempt
 
     # -- opening --------------------------------------------------------------------
     def _create_capture(self):
@@ -130,8 +131,11 @@ class LiveSource(CaptureSource):
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.config.read_timeout_s + 5)
-        self._release_capture()
+            # A reconnect in progress may block for open_timeout_s inside FFmpeg: not waited for
+            # (the reader drops what it opens once stopped), so Ctrl-C ends a run at once.
+            self._thread.join(timeout=1.0 if self._opening else self.config.read_timeout_s + 5)
+        if not self._opening:
+            self._release_capture()
 
     @property
     def frames_dropped(self) -> int:
@@ -205,11 +209,19 @@ class LiveSource(CaptureSource):
             self._release_capture()
             if self._stop.wait(self.config.reconnect_delay_s):
                 return
+            self._opening = True
             try:
-                self._capture = self._open_capture()
+                capture = self._open_capture()
             except SourceError as exc:
-                log.warning("%s", exc)
+                if not self._stop.is_set():
+                    log.warning("%s", exc)
                 continue
+            finally:
+                self._opening = False
+            if self._stop.is_set():  # closed while connecting: nobody will release it
+                capture.release()
+                return
+            self._capture = capture
             self.reconnects += 1
             self._pacer.reset()
             if self._gap is not None:
