@@ -54,7 +54,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_send_spool(args: argparse.Namespace) -> int:
     from stream_pipeline.publishers.resend import command
 
-    return command(args.out_dir, args.config)
+    return command(args.out_dir, args.config, args.base_config, args.timeout)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     resend = sub.add_parser("send-spool", help="deliver the MQTT events a run kept while the broker was away")
     resend.add_argument("out_dir", metavar="OUT_DIR", help="the run's output folder (or a folder of runs, or serve's --out)")
     resend.add_argument("--config", help="the configuration (or serve cameras file) the run used: its mqtt section")
+    resend.add_argument("--base-config", default=None, metavar="FILE",
+                        help="with a cameras file as --config: the --config serve was given")
+    resend.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                        help="seconds to wait for the broker per run folder (default 60)")
     resend.set_defaults(func=_cmd_send_spool)
 
     bench = sub.add_parser("benchmark", help="measure pipeline throughput (FPS, real-time ratio, RSS)")

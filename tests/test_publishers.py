@@ -134,6 +134,7 @@ def test_spool_keeps_order_bounded_and_survives_reopening(tmp_path: Path):
         ("mqtt:\n  host: b\n  topic_prefix: 'a/#'\n", "'mqtt.topic_prefix'"),
         ("mqtt:\n  host: b\n  password_env: 'not a name'\n", "'mqtt.password_env'"),
         ("mqtt:\n  host: b\n  ca_file: ca.pem\n", "ca_file needs tls"),
+        ("mqtt:\n  host: b\n  password_env: P\n", "password_env needs username_env"),
         ("webhook:\n  url: ftp://example.org/x\n", "'webhook.url'"),
         ("webhook:\n  url: http://example.org/x\n  retries: -1\n", "'webhook.retries'"),
         ("webhook:\n  url: http://example.org/x\n  secret: x\n", "unknown key 'webhook.secret'"),
@@ -288,9 +289,19 @@ def test_send_spool_delivers_what_a_run_kept_without_touching_the_run(tmp_path: 
     assert f"stream-pipeline send-spool {out}" in result.stderr
     run_files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "spool" not in p.name}
 
-    still_down = run_cli("send-spool", str(out), "--config", str(config), env=env)
-    assert still_down.returncode == 3 and "still not delivered" in still_down.stderr, still_down.stderr
+    still_down = run_cli("send-spool", str(out), "--config", str(config), "--timeout", "2", env=env)
+    assert still_down.returncode == 3, still_down.stderr
+    assert "not delivered" in still_down.stderr and f"broker 127.0.0.1:{broker.port} unreachable" in still_down.stderr
     assert (out / "mqtt_spool.sqlite3").is_file()
+
+    # a spool another process has open (a camera still running) is left to it
+    held = DiskSpool(out / "mqtt_spool.sqlite3", 10000).open()
+    try:
+        busy = run_cli("send-spool", str(out), "--config", str(config), "--timeout", "2", env=env)
+    finally:
+        kept = held.close()
+    assert busy.returncode == 3 and "in use by a running process" in busy.stderr, busy.stderr
+    assert kept == len((out / "events.jsonl").read_text().splitlines())
 
     broker.start()
     subscriber = Subscriber(broker.port, USER, password, "traffic/#")
@@ -466,6 +477,8 @@ def test_source_names_make_one_safe_topic_level():
     assert topic_source_name("/dev/video0") == "video0"
     assert topic_source_name("cam #1+2.mp4") == "cam_1_2"
     assert topic_source_name("rtsp://127.0.0.1:99999/x") == "127.0.0.1_x"  # the source reports the bad port
+    assert topic_source_name("rtsp://u:pw@[::1/x?token=1") == "1_x"  # malformed: no traceback, no secret
+    assert public_url("http://[::1/x") == "http://<invalid URL>"
     assert public_url("https://u:secret@hooks.example.org:8443/v1/hook?token=abc#x") == "https://hooks.example.org:8443/v1/hook"
 
 

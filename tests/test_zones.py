@@ -131,6 +131,15 @@ def test_polygon_entries_and_exits(zones_run: Path):
     assert counts["type"] == "polygon" and counts[IN] == len(enters) and counts[OUT] == len(exits)
 
 
+def test_report_counts_of_a_complete_run_are_the_runs_own(zones_run: Path):
+    from stream_pipeline.report.data import load_run
+
+    ended = read_events(zones_run / "events.jsonl")[-1]
+    counts = load_run(zones_run).zone_counts()
+    for name, zone in ended["zones"].items():
+        assert (counts[name][IN], counts[name][OUT]) == (zone[IN], zone[OUT]), name
+
+
 def test_report_of_a_run_cut_short_counts_the_vehicles_still_in_view(zones_run: Path, tmp_path: Path):
     """A killed run has no record for the vehicles still in view (and no `ended` counts): their
     crossing and zone events must still count in the report."""

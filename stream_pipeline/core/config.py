@@ -187,6 +187,9 @@ class MqttConfig(_Section):
     def _ca_needs_tls(self) -> "MqttConfig":
         if self.ca_file is not None and not self.tls:
             raise ValueError("ca_file needs tls: true")
+        if self.password_env is not None and self.username_env is None:
+            # MQTT 3.1.1 sends no password without a user name
+            raise ValueError("password_env needs username_env")
         return self
 
     @property

@@ -30,7 +30,10 @@ def topic_source_name(source: str) -> str:
     adds topic levels or wildcards.
     """
     if "://" in source:
-        parts = urlsplit(source)
+        try:
+            parts = urlsplit(source)
+        except ValueError:  # e.g. an unclosed IPv6 bracket: the source reports it when it opens
+            return topic_level(source.split("://", 1)[1].rsplit("@", 1)[-1].split("?", 1)[0])
         host = parts.hostname or ""
         port = _port(parts)
         if port:
@@ -66,5 +69,8 @@ def host_port(parts) -> str:
 
 def public_url(url: str) -> str:
     """A URL as safe to log: no user, password, query or fragment (tokens often live there)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("://", 1)[0] + "://<invalid URL>"
     return f"{parts.scheme}://{host_port(parts)}{parts.path}"

@@ -104,9 +104,13 @@ class MqttPublisher:
         self._thread: threading.Thread | None = None
         self._outage = False  # an outage is logged once, when it starts, and once when it ends
         self._overflow_logged = False
-        self._announced = False
+        self._announced = False  # set once connected (the broker took the CONNECT)
         self._failed = False
         self._more = True  # the spool may hold rows not yet handed to the connection
+
+    @property
+    def reached_broker(self) -> bool:
+        return self._announced
 
     # -- pipeline thread -------------------------------------------------------------------
     def __enter__(self) -> "MqttPublisher":

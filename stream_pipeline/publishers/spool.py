@@ -1,13 +1,27 @@
 """A bounded first-in first-out queue of messages on disk (SQLite), for a broker that is away.
 
 Rows survive the process: a run that ends while the broker is unreachable leaves them in
-the output folder, and the next run into that folder sends them first.
+the output folder, and the next run into that folder (or `send-spool`) sends them first.
+One process at a time: an open spool holds an exclusive lock (`<spool>.lock`), so `send-spool`
+never drains (and deletes) the spool of a camera that is still running.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
+
+from stream_pipeline.core.errors import OutputError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one process per folder is the user's care
+    fcntl = None
+
+
+class SpoolInUse(OutputError):
+    """Another process has this spool open."""
 
 
 class DiskSpool:
@@ -21,9 +35,31 @@ class DiskSpool:
         self.max_rows = max_rows
         self.dropped = 0
         self._db: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+
+    @property
+    def lock_path(self) -> Path:
+        return Path(f"{self.path}.lock")
+
+    def _lock(self) -> None:
+        if fcntl is None:
+            return
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise SpoolInUse(f"{self.path} is in use by another process") from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
 
     def open(self) -> "DiskSpool":
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock()
         # check_same_thread=False: opened on the pipeline thread, then used by the worker only.
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         # WAL + NORMAL: each append is durable against a process crash without an fsync per event.
@@ -42,8 +78,9 @@ class DiskSpool:
         self._db.close()
         self._db = None
         if delete_if_empty and left == 0:
-            for suffix in ("", "-wal", "-shm"):
+            for suffix in ("", "-wal", "-shm", ".lock"):
                 Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        self._unlock()
         return left
 
     def append(self, messages: list[tuple[str, str]]) -> int:

@@ -52,7 +52,8 @@ class WebhookPublisher:
         self._failed_tries = 0  # in the current outage; 0 = the endpoint is healthy
         self._overflow_logged = False
         self._failed = False
-        self._posting = False  # a record is being tried (not in the queue, not yet counted)
+        self._taken = 0  # records taken off the queue; with delivered + given_up: one in flight or not
+        self._count_lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     # -- pipeline thread -------------------------------------------------------------------
@@ -84,7 +85,8 @@ class WebhookPublisher:
             # A POST in progress may hold on for timeout_s; drain_s is the limit the user set, so
             # it is not waited for (a daemon thread) and counts as not delivered.
             self._thread.join(timeout=0.5)
-            in_flight = int(self._thread.is_alive() and self._posting)
+            with self._count_lock:
+                in_flight = self._taken - self.delivered - self.given_up
         lost = self._queue.qsize() + self.given_up + self.overflowed + in_flight
         if lost:
             log.warning("webhook %s: %d of %d vehicle records not delivered", self.target, lost, lost + self.delivered)
@@ -106,9 +108,9 @@ class WebhookPublisher:
                 if self._stop.is_set() and self._queue.empty():
                     return
                 continue
-            self._posting = True
+            with self._count_lock:
+                self._taken += 1
             self._deliver(event_id, line)
-            self._posting = False
             if self._queue.empty():
                 self._overflow_logged = False
 
@@ -120,7 +122,8 @@ class WebhookPublisher:
                 if self._failed_tries:
                     log.info("webhook %s recovered after %d failed tries", self.target, self._failed_tries)
                     self._failed_tries = 0
-                self.delivered += 1
+                with self._count_lock:
+                    self.delivered += 1
                 return
             if not self._failed_tries:
                 log.warning("webhook %s failing (%s); retrying with backoff, not logged again until it recovers",
@@ -129,7 +132,8 @@ class WebhookPublisher:
             if attempt == self.config.retries or self._abort.wait(pause):
                 break
             pause = min(pause * 2, MAX_BACKOFF_S)
-        self.given_up += 1
+        with self._count_lock:
+            self.given_up += 1
 
     def _post(self, event_id: str, line: str) -> str | None:
         """One try; None on a 2xx answer, else why it failed (never the URL: it may hold a token)."""

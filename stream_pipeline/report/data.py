@@ -74,6 +74,10 @@ class RunData:
         for vehicle in self.vehicles:
             for item in vehicle.get("zones") or ():
                 add(item.get("zone"), item.get("direction"), vehicle)
+        if self.ended:
+            # complete: every pass is in a record (a merged duplicate track's passes are not
+            # counted, as `ended.zones` does not count them)
+            return counts
         recorded = {v.get("track_id") for v in self.vehicles}
         for event in self.zone_events:
             if event.get("track_id") not in recorded:
