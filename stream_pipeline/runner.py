@@ -17,8 +17,8 @@ from stream_pipeline.core.errors import OutputError, SourceError, UserError
 from stream_pipeline.core.redaction import redact
 from stream_pipeline.pipeline import Pipeline, ProgressCallback, RunSummary
 from stream_pipeline.sinks.outdir import OutDirClaim
-from stream_pipeline.sinks.summary import write_summary
-from stream_pipeline.report import INDEX_FILE, write_index, write_report
+from stream_pipeline.sinks.summary import SUMMARY_FILE, write_summary
+from stream_pipeline.report import ASSETS, INDEX_FILE, write_index, write_report
 from stream_pipeline.sources import VIDEO_SUFFIXES, FrameSource, is_live
 
 log = logging.getLogger(__name__)
@@ -79,17 +79,22 @@ class LogProgress(ProgressCallback):
 
 
 def list_videos(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    """The folder's videos (not its sub-folders'), broken links included: a clip linked from a
+    share that is not mounted must be reported missing, not skipped in silence."""
+    return sorted(p for p in folder.iterdir()
+                  if (p.is_file() or (p.is_symlink() and not p.exists())) and p.suffix.lower() in VIDEO_SUFFIXES)
 
 
 LIST_SUFFIXES = {".txt", ".list", ".lst"}
+# A folder run's own files beside the per-video folders
+RESERVED_RUN_NAMES = {INDEX_FILE, SUMMARY_FILE, ASSETS}
 
 
 def read_list(path: Path) -> list[str]:
     """A text file of inputs: one path or URL a line; blank lines and `#` comments skipped;
     relative paths are relative to the list's folder."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: Notepad's BOM is not part of a path
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read input list {path}: {exc}") from None
     entries = []
@@ -127,7 +132,8 @@ def run_dir_names(sources: list[str]) -> list[str]:
         stem = Path(source.split("?")[0].rstrip("/")).stem if is_live(source) else Path(source).stem
         stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in stem) or "input"
         name, n = stem, 2
-        while name in names:
+        # the folder's own outputs (index.html, summary.csv, assets/) must not be taken by a video
+        while name in names or name.lower() in RESERVED_RUN_NAMES:
             name, n = f"{stem}-{n}", n + 1
         names.append(name)
     return names
@@ -224,8 +230,14 @@ def run_command(args: argparse.Namespace) -> int:
                     raise SourceError(f"{summary.error} (outputs so far kept in {summary.out_dir})")
                 failures.append(f"{redact(source)}: {summary.error}")
             if summary.stopped_by in ("interrupted", "quit"):
+                left = len(sources) - len(run_dirs)
                 if summary.stopped_by == "interrupted":
                     console.print(f"interrupted: outputs finalised in {summary.out_dir}")
+                if left:  # the whole batch stops: a script reading the exit status must not take it as done
+                    console.print(f"{'quit from the window' if summary.stopped_by == 'quit' else 'interrupted'}: "
+                                  f"{left} of {len(sources)} inputs not processed", markup=False)
+                    return 130
+                if summary.stopped_by == "interrupted":
                     return 130
                 break
     finally:

@@ -88,8 +88,10 @@ class CliRun:
 
     PROGRESS = re.compile(r"progress: (\d+) frames")
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, display: str | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+        if display is not None:  # a test's own X server (Xvfb)
+            env["DISPLAY"] = display
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stream_pipeline", *args],
             cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -221,3 +221,138 @@ def test_summary_of_a_folder_run_without_vehicle_tables_comes_from_the_event_log
     write_summary(copy, [copy / "intel_parking_lot", copy / "suburban_junction"])
     with (copy / "summary.csv").open(newline="") as f:
         assert list(csv.DictReader(f)) == from_tables
+
+
+def test_batch_names_links_and_list_files_from_the_field(tmp_path: Path, videos: Path, no_brands_config: Path):
+    """What recorded footage looks like: a video named like the batch's own outputs, a link to a
+    share that is not mounted, a list file saved with a BOM by Notepad."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    (folder / "index.html.mp4").symlink_to(videos / "intel_parking_lot.mp4")
+    (folder / "report.mp4").symlink_to(videos / "intel_parking_lot.mp4")
+    (folder / "cam_nas.mp4").symlink_to(tmp_path / "not_mounted" / "cam.mp4")
+    out = tmp_path / "out"
+    result = run_cli("run", str(folder), "--config", str(no_brands_config), "--out", str(out), "--max-frames", "5",
+                     "--no-progress")
+    assert result.returncode == 3, result.stderr  # the broken link is an input that failed, not a silent skip
+    assert "cam_nas" in result.stderr and "1 of 3 inputs failed" in result.stderr, result.stderr
+    assert (out / "index.html").is_file() and (out / "summary.csv").is_file()
+    for name in ("index.html-2", "report-2"):
+        assert read_events(out / name / "events.jsonl")[-1]["frames"] == 5
+    rebuilt = run_cli("report", str(out))
+    assert rebuilt.returncode == 0, rebuilt.stderr
+
+    listing = tmp_path / "inputs.txt"
+    listing.write_bytes(b"\xef\xbb\xbf" + f"{videos / 'intel_parking_lot.mp4'}\r\n".encode())
+    listed = run_cli("run", str(listing), "--config", str(no_brands_config), "--out", str(tmp_path / "listed"),
+                     "--max-frames", "5", "--no-progress")
+    assert listed.returncode == 0, listed.stderr
+    assert read_events(tmp_path / "listed" / "intel_parking_lot" / "events.jsonl")[-1]["frames"] == 5
+
+
+def test_report_survives_an_event_log_cut_inside_a_character(tmp_path: Path):
+    run = tmp_path / "run"
+    run.mkdir()
+    started = {"event": "stream", "status": "started", "source": "/clips/suburban_jünction.mp4", "live": False,
+               "fps": 25.0, "total_frames": 100}
+    line = json.dumps(started, ensure_ascii=False).encode()
+    cut = line[:line.index("ü".encode()) + 1]  # a full disk stopped the write after the first byte of ü
+    (run / "events.jsonl").write_bytes(line + b"\n" + cut)
+    result = run_cli("report", str(run))
+    assert result.returncode == 0, result.stderr
+    assert "1 unreadable lines skipped" in result.stderr and (run / "report.html").is_file()
+
+
+def test_a_truncated_file_is_said_so_in_its_report(tmp_path: Path, videos: Path, no_brands_config: Path):
+    import av
+
+    whole = tmp_path / "whole.mp4"  # index first (faststart), as cameras and NVR exports write them
+    with av.open(str(videos / "dashcam_vw_close.mp4")) as src, \
+            av.open(str(whole), "w", options={"movflags": "faststart"}) as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    cut = tmp_path / "cut.mp4"  # a copy that stopped half-way
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    out = tmp_path / "out"
+    result = run_cli("run", str(cut), "--config", str(no_brands_config), "--out", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    ended = read_events(out / "events.jsonl")[-1]
+    assert ended["truncated"] is True and ended["reason"] == "end"
+    assert f"truncated file: decoding stopped at frame {ended['frames']}" in (out / "report.html").read_text()
+
+
+class Xvfb:
+    """A throw-away X server (Debian's xvfb) on a free display number, for `--show`."""
+
+    def __init__(self) -> None:
+        from tests.mqtt_broker import ensure_debian_tools
+
+        (binary,) = ensure_debian_tools("xvfb", "Xvfb")
+        self.number = next(n for n in range(90, 400) if not Path(f"/tmp/.X11-unix/X{n}").exists()
+                            and not Path(f"/tmp/.X{n}-lock").exists())
+        self.display = f":{self.number}"
+        self.proc = subprocess.Popen([binary, self.display, "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import time
+
+        while not Path(f"/tmp/.X11-unix/X{self.number}").exists():  # the server is up when its socket is
+            assert self.proc.poll() is None, "Xvfb exited"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def test_show_survives_the_display_going_away(tmp_path: Path, videos: Path, no_brands_config: Path):
+    """An SSH session or remote desktop drops: Qt ends the process holding the window. That is
+    the window's own process; the run carries on headless and finalises everything."""
+    xvfb = Xvfb()
+    out = tmp_path / "out"
+    run = CliRun("run", str(videos / "highway_overpass_720p.mp4"), "--config", str(no_brands_config), "--out", str(out),
+                 "--max-frames", "300", "--show", "--no-progress", display=xvfb.display)
+    try:
+        run.wait_for_frames(1)
+        xvfb.stop()
+        run.wait_for_line("the window closed unexpectedly")
+        code, _, stderr = run.finish()
+    finally:
+        run.kill()
+        xvfb.stop()
+    assert code == 0, stderr
+    assert "QFontDatabase" not in stderr
+    ended = read_events(out / "events.jsonl")[-1]
+    assert ended["status"] == "ended" and ended["reason"] == "max-frames" and ended["frames"] == 300
+    assert count_video_frames(out / "annotated.mp4")[0] == 300
+
+
+def test_q_in_a_folder_run_stops_the_batch_and_says_so(tmp_path: Path, videos: Path, no_brands_config: Path):
+    from tests.mqtt_broker import ensure_debian_tools
+
+    (xdotool,) = ensure_debian_tools("xdotool", "xdotool")
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in ("highway_overpass_720p.mp4", "urban_arterial.mp4"):
+        (folder / name).symlink_to(videos / name)
+    xvfb = Xvfb()
+    out = tmp_path / "out"
+    run = CliRun("run", str(folder), "--config", str(no_brands_config), "--out", str(out), "--show", "--no-progress",
+                 display=xvfb.display)
+    try:
+        run.wait_for_frames(1)
+        env = {**os.environ, "DISPLAY": xvfb.display}
+        window = subprocess.run([xdotool, "search", "--sync", "--name", "^stream-pipeline$"], env=env,
+                                capture_output=True, text=True, check=True).stdout.split()[0]
+        subprocess.run([xdotool, "key", "--window", window, "q"], env=env, check=True)
+        code, _, stderr = run.finish()
+    finally:
+        run.kill()
+        xvfb.stop()
+    assert code == 130, stderr
+    assert "quit from the window: 1 of 2 inputs not processed" in stderr
+    assert read_events(out / "highway_overpass_720p" / "events.jsonl")[-1]["reason"] == "quit"
+    assert not (out / "urban_arterial").exists() and (out / "index.html").is_file()

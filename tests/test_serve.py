@@ -68,6 +68,7 @@ def test_example_cameras_file_is_valid():
     ("cameras:\n  - {name: a, source: x.mp4, camera: 2}\n", "unknown key 'cameras.0.camera'"),
     ("cameras: []\n", "'cameras'"),
     ("cameras:\n  - {name: ../up, source: x.mp4}\n", "'cameras.0.name'"),
+    ("cameras:\n  - {name: report, source: x.mp4}\n", "'report' is the name of serve's own output"),
 ])
 def test_cameras_file_errors_name_the_key(tmp_path: Path, text: str, message: str):
     with pytest.raises(ConfigError) as error:

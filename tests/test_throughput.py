@@ -243,6 +243,18 @@ def test_an_odd_height_is_rounded_to_an_even_clip(tmp_path: Path, videos: Path):
     ok, frame = capture.read()
     capture.release()
     assert ok and frame.shape[0] == 102 and frame.shape[1] % 2 == 0
+    # two clips of one name in different folders get copies of their own
+    for folder, video in (("a", "dashcam_vw_close.mp4"), ("b", "intel_parking_lot.mp4")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "clip.mp4").symlink_to(videos / video)
+    a, b = (resized_clip(tmp_path / folder / "clip.mp4", 64, tmp_path) for folder in ("a", "b"))
+    assert a != b
+
+    def frames(path: Path) -> int:
+        with VideoFileSource(path) as source:
+            return source.total_frames
+
+    assert [frames(a), frames(b)] == [frames(videos / v) for v in ("dashcam_vw_close.mp4", "intel_parking_lot.mp4")]
 
 
 @pytest.mark.parametrize("args, code, message", [

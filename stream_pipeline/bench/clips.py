@@ -28,7 +28,7 @@ def looped_clip(source: Path, min_frames: int, out_dir: Path | None = None) -> t
         return source, frames
     out_dir = out_dir or cache_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{source.stem}_x{loops}.mp4"
+    target = out_dir / f"{source.stem}_{_identity(source)}_x{loops}.mp4"
     if target.is_file():
         return target, frames * loops
     partial = target.with_suffix(".partial.mp4")
@@ -55,16 +55,26 @@ def looped_clip(source: Path, min_frames: int, out_dir: Path | None = None) -> t
     return target, frames * loops
 
 
+def _identity(source: Path) -> str:
+    """Which file, in a cache name: two clips of one name in different folders, or a clip
+    replaced by another, must not share a cached copy."""
+    import hashlib
+
+    stat = source.resolve().stat()
+    key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    return hashlib.sha1(key.encode()).hexdigest()[:10]
+
+
 def resized_clip(source: Path, height: int, out_dir: Path | None = None) -> Path:
     """`source` re-encoded (H.264, crf 18) at `height` rows, same aspect ratio and frame rate;
-    for measuring other resolutions with the same content. Cached by name and height."""
+    for measuring other resolutions with the same content. Cached by the source file and height."""
     import av
     import cv2
 
     height += height % 2  # H.264 in 4:2:0 needs even sizes
     out_dir = out_dir or cache_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{source.stem}_{height}p.mp4"
+    target = out_dir / f"{source.stem}_{_identity(source)}_{height}p.mp4"
     if target.is_file():
         return target
     partial = target.with_suffix(".partial.mp4")

@@ -90,13 +90,13 @@ def load_run(folder: str | Path) -> RunData:
     folder = Path(folder)
     data = RunData(folder=folder)
     path = folder / "events.jsonl"
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if not line.strip():
+    with path.open("rb") as handle:
+        for raw in handle:
+            if not raw.strip():
                 continue
             try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
+                event = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):  # cut inside a character, or mid-line
                 # A run killed mid-write can leave half a line: report the rest.
                 data.skipped_lines += 1
                 continue

@@ -134,6 +134,9 @@ def run_page(run: RunData, charts: dict[str, str], thumbs: dict[int, tuple[str |
     else:
         state = {"end": "complete", "max-frames": "stopped at --max-frames", "quit": "quit from the window",
                  "interrupted": "interrupted"}.get(ended.get("reason"), str(ended.get("reason")))
+        if ended.get("truncated"):  # the file could not be decoded to its end
+            state = f"truncated file: decoding stopped at frame {ended.get('frames')}" if ended.get("reason") == "end" \
+                else f"{state}; truncated file"
     head = [f"<h1>{escape(run.title)}</h1>",
             f"<div class=\"muted\">{escape(run.source)} · started {escape(str(run.started.get('wall_time', '–')))} · {escape(state)}</div>"]
     if index_link:
@@ -179,6 +182,8 @@ def index_page(runs: list[tuple[RunData, str]], brand_chart: str | None) -> str:
         zones = run.zone_counts()
         zone_text = "; ".join(f"{name}: in {z[IN]} / out {z[OUT]}" for name, z in zones.items()) or "–"
         state = run.ended.get("status", "incomplete")
+        if run.ended.get("truncated"):
+            state = f"{state} (truncated file)"
         rows.append(
             f"<tr><td data-label=\"{unit}\"><a href=\"{escape(link)}\">{escape(run.camera if cameras else run.title)}</a></td>"
             f"<td class=\"num\" data-label=\"vehicles\">{len(run.vehicles)}</td>"

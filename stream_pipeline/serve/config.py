@@ -43,6 +43,15 @@ class CameraConfig(_Section):
     # Sections of the run config for this camera only (source, tracker, brands voting, output, mqtt...).
     overrides: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("name")
+    @classmethod
+    def _not_an_output_name(cls, name: str) -> str:
+        from stream_pipeline.report import ASSETS, INDEX_FILE
+
+        if name.lower() in (INDEX_FILE, ASSETS):  # serve's --out holds these beside the camera folders
+            raise ValueError(f"'{name}' is the name of serve's own output; choose another")
+        return name
+
 
 class ServeConfig(_Section):
     # Sections of the run config applied to every camera.

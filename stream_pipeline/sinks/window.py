@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import re
 import socket
 import sys
@@ -49,46 +50,124 @@ def display_available() -> bool:
 
 
 class LiveWindow:
+    """The window lives in a process of its own: when the X connection breaks (an SSH session
+    or remote desktop dropping), Qt ends the process that holds the window at once, with no
+    clean-up. That must be the window's process, not the run's: the run carries on headless
+    and finalises its outputs. Frames go over a one-slot queue; a busy window skips frames
+    rather than slowing the run."""
+
     def __init__(self, title: str = "stream-pipeline", max_px: int = 1280) -> None:
         self.title = title
         self.max_px = max_px
         self.enabled = False
+        self._process = None
+        self._frames = None
+        self._quit = None
 
     def __enter__(self) -> "LiveWindow":
         if not display_available():
             log.warning("no display available (DISPLAY=%s): --show ignored, continuing headless",
                         os.environ.get("DISPLAY") or "unset")
             return self
-        try:
-            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
-            self.enabled = True
-        except cv2.error as exc:
-            log.warning("cannot open a window (%s): continuing headless", str(exc).strip().splitlines()[-1])
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # no fork of the run's threads and models
+        self._frames = context.Queue(maxsize=1)
+        self._quit = context.Event()
+        opened = context.Event()
+        self._process = context.Process(target=_window_process, name="stream-pipeline-window", daemon=True,
+                                        args=(self.title, self._frames, self._quit, opened))
+        self._process.start()
+        # Wait for the window (or the process's end: it could not open one), never longer than needed.
+        while not opened.wait(0.05):
+            if not self._process.is_alive():
+                log.warning("cannot open a window (exit %s): continuing headless", self._process.exitcode)
+                self._shutdown()
+                return self
+        self.enabled = True
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self.enabled:
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        self.enabled = False
+        process, frames = self._process, self._frames
+        self._process = self._frames = None
+        if process is None:
+            return
+        if process.is_alive():
             try:
-                cv2.destroyWindow(self.title)
-                cv2.waitKey(1)
-            except cv2.error:
+                frames.put(None, timeout=1.0)  # close the window
+            except Exception:  # noqa: BLE001 - queue.Full, or the pipe is gone: it is stopped below
                 pass
-            self.enabled = False
+            process.join(timeout=3.0)
+        if process.is_alive():
+            process.terminate()
+            process.join(timeout=2.0)
+        frames.cancel_join_thread()  # a dead window process must not hold up our exit
+        frames.close()
 
     def show(self, image: np.ndarray) -> bool:
-        """Show a frame; returns False when the user asked to quit."""
+        """Show a frame; returns False when the user asked to quit (q, Esc, the close button)."""
         if not self.enabled:
+            return True
+        if self._quit.is_set():
+            return False
+        if not self._process.is_alive():
+            log.warning("the window closed unexpectedly (display lost?; exit %s): continuing headless",
+                        self._process.exitcode)
+            self._shutdown()
             return True
         scale = self.max_px / max(image.shape[:2])
         if scale < 1:
             image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        cv2.imshow(self.title, image)
-        key = cv2.waitKey(1) & 0xFF
-        if key in (ord("q"), ord("Q"), 27):
-            return False
-        try:  # the window's close button
-            if cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
-                return False
-        except cv2.error:
-            return False
+        try:
+            self._frames.put_nowait(image)
+        except queue.Full:
+            pass  # the window is still drawing the previous frame
         return True
+
+
+def _window_process(title: str, frames, quit_event, opened) -> None:
+    """The window's own process: shows what arrives until told to stop or the user quits."""
+    # OpenCV's wheels ship Qt without fonts (it complains five times per window): the system's.
+    if not os.path.isdir(os.environ.get("QT_QPA_FONTDIR", "")):  # cv2 points it at its own, missing folder
+        for fonts in ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype", "/usr/share/fonts"):
+            if os.path.isdir(fonts):
+                os.environ["QT_QPA_FONTDIR"] = fonts
+                break
+    try:
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+    except cv2.error:
+        return
+    opened.set()
+    sized = False
+    try:
+        while True:
+            try:
+                image = frames.get(timeout=0.03)
+            except queue.Empty:
+                image = ...
+            if image is None:
+                break
+            if image is not ...:
+                if not sized:  # a normal window opens small; give it the frame's size once
+                    cv2.resizeWindow(title, image.shape[1], image.shape[0])
+                    sized = True
+                cv2.imshow(title, image)
+            key = cv2.waitKey(1) & 0xFF  # also keeps the window responsive between frames
+            if key in (ord("q"), ord("Q"), 27):
+                quit_event.set()
+            elif sized and cv2.getWindowProperty(title, cv2.WND_PROP_VISIBLE) < 1:  # its close button
+                quit_event.set()
+            if quit_event.is_set():
+                break
+    except cv2.error:
+        quit_event.set()
+    finally:
+        try:
+            cv2.destroyWindow(title)
+            cv2.waitKey(1)
+        except cv2.error:
+            pass

@@ -67,7 +67,8 @@ class VideoFileSource(CaptureSource):
             index += 1
         if index == 0:
             raise SourceError(f"no decodable frames in {self.path} (corrupt or empty video)")
-        # Containers sometimes over-announce by a frame or two; only a real shortfall is reported.
-        if self._count and index < self._count - 2:
+        # Containers over-announce: MP4 by a frame or two, MKV / TS estimate the count from their
+        # duration (3 too many on a 2 s cut). Only a shortfall of over half a second is reported.
+        if self._count and index < self._count - max(2, round(0.5 * self._fps)):
             self.truncated = True
             log.warning("decoding of %s stopped at frame %d of %d (truncated or corrupt file)", self.path, index, self._count)
