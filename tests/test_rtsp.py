@@ -263,3 +263,28 @@ def test_ctrl_c_while_reconnecting_stops_at_once_and_says_so(tmp_path: Path, vid
     assert "cannot open stream" not in stderr
     ended = read_events(out / "events.jsonl")[-1]
     assert ended["status"] == "ended" and ended["reason"] == "interrupted"
+
+
+def test_a_killed_live_run_keeps_its_video_playable(tmp_path: Path, rtsp_url: str, no_brands_config: Path):
+    """A live recording ended by SIGKILL (or a power cut) never writes a plain MP4's index: the
+    video is fragmented, so what was written before the kill still plays."""
+    import av
+
+    out = tmp_path / "out"
+    run = CliRun("run", rtsp_url, "--config", str(no_brands_config), "--out", str(out), "--no-progress")
+    try:
+        run.wait_for_frames(100)
+        run.proc.kill()
+        run.proc.wait()
+    finally:
+        run.kill()
+    partial = out / "annotated.partial.mp4"
+    assert partial.is_file() and not (out / "annotated.mp4").exists()
+    decoded = 0
+    try:
+        with av.open(str(partial)) as container:
+            for _ in container.decode(video=0):
+                decoded += 1
+    except av.error.InvalidDataError:
+        pass  # the fragment being written when the process died
+    assert decoded >= 40, decoded

@@ -83,7 +83,10 @@ class VideoSink:
         except ImportError:
             return False
         try:
-            container = av.open(str(self.partial_path), mode="w")
+            # A live recording can run for hours and end by a kill or a power cut, before the
+            # index a plain MP4 writes at the end: fragments keep what was written playable.
+            options = {"movflags": "frag_keyframe+empty_moov+default_base_moof"} if self.timed else {}
+            container = av.open(str(self.partial_path), mode="w", options=options)
         except OSError as exc:  # PyAV's errno errors are OSErrors: the folder, not the encoder
             raise output_error(self.partial_path, exc) from None
         try:
@@ -97,6 +100,7 @@ class VideoSink:
         stream.pix_fmt = "yuv420p"
         if self.timed:
             stream.codec_context.time_base = TIMED_BASE
+            stream.codec_context.gop_size = max(1, round(2 * self.fps))  # a fragment every ~2 s
         stream.options = {"preset": self.preset, "crf": str(self.crf)}
         self._av_container, self._av_stream = container, stream
         self.codec_name = "h264 (libx264)"
