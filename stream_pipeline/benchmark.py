@@ -65,6 +65,22 @@ def live_command(args: argparse.Namespace, source: Path, config) -> int:
     return 0
 
 
+def _check_mode_options(args: argparse.Namespace) -> None:
+    """An option of another mode would be ignored in silence: say so instead, and fill defaults."""
+    compare = getattr(args, "compare_ultralytics", False)
+    live = bool(getattr(args, "latency_seconds", None) or getattr(args, "soak_minutes", None))
+    if getattr(args, "min_frames", None) is not None and not compare:
+        raise UserError("--min-frames goes with --compare-ultralytics")
+    if getattr(args, "input_fps", None) is not None and not live:
+        raise UserError("--input-fps goes with --latency-seconds or --soak-minutes")
+    if getattr(args, "keep", None) and not (compare or live):
+        raise UserError("--keep goes with --compare-ultralytics, --latency-seconds or --soak-minutes")
+    if getattr(args, "input_fps", None) is not None and not 1 <= args.input_fps <= 240:
+        raise UserError(f"--input-fps must be between 1 and 240, not {args.input_fps:g}")
+    args.min_frames = args.min_frames if getattr(args, "min_frames", None) is not None else 1500
+    args.input_fps = args.input_fps if getattr(args, "input_fps", None) is not None else 25.0
+
+
 def benchmark_command(args: argparse.Namespace) -> int:
     source = Path(args.source) if args.source else shared_path("videos", "highway_overpass_720p.mp4")
     if source.is_dir():
@@ -73,6 +89,7 @@ def benchmark_command(args: argparse.Namespace) -> int:
         raise SourceError(f"benchmark input not found: {source}")  # exit 3, as run
     if args.max_frames < 1:
         raise UserError("--max-frames must be at least 1")
+    _check_mode_options(args)
     height = getattr(args, "height", None)
     if height is not None and not 16 <= height <= 4320:
         raise UserError(f"--height must be between 16 and 4320 rows, not {height}")

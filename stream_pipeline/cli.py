@@ -118,9 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--compare-ultralytics", action="store_true",
                        help="run `yolo track` (float yolo11n.pt, same classes and input size) and `stream-pipeline run` "
                             "on the same clip as whole processes; print both FPS, the ratio and peak RSS")
-    bench.add_argument("--min-frames", type=int, default=1500, metavar="N",
-                       help="--compare-ultralytics: loop the clip (locally, no re-encoding) to at least N frames")
-    bench.add_argument("--keep", default=None, metavar="DIR", help="keep the runs' outputs (and made clips) in DIR")
+    bench.add_argument("--min-frames", type=int, default=None, metavar="N",
+                       help="--compare-ultralytics: loop the clip (locally, no re-encoding) to at least N frames (default 1500)")
+    bench.add_argument("--keep", default=None, metavar="DIR",
+                       help="--compare-ultralytics / --latency-seconds / --soak-minutes: keep the runs' outputs (and made clips) in DIR")
     bench.add_argument("--latency-seconds", type=float, default=None, metavar="S",
                        help="live latency: serve the clip from a local RTSP server at --input-fps for S seconds and "
                             "report capture-to-overlay latency")
@@ -129,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "RSS start, peak and end")
     bench.add_argument("--height", type=int, default=None, metavar="ROWS",
                        help="first resize the clip (locally, same aspect ratio) to this many rows, e.g. 1080 or 360")
-    bench.add_argument("--input-fps", type=float, default=25.0, metavar="FPS",
+    bench.add_argument("--input-fps", type=float, default=None, metavar="FPS",
                        help="--latency-seconds / --soak-minutes: frame rate the clip is served at (default 25)")
     bench.set_defaults(func=_cmd_benchmark)
 

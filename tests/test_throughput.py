@@ -262,11 +262,16 @@ def test_an_odd_height_is_rounded_to_an_even_clip(tmp_path: Path, videos: Path):
     (["--height", "0"], 2, "--height must be between 16 and 4320 rows"),
     (["MISSING"], 3, "benchmark input not found"),
     (["FOLDER"], 2, "one video file, not a folder"),
+    (["--min-frames", "100"], 2, "--min-frames goes with --compare-ultralytics"),
+    (["--keep", "KEEP"], 2, "--keep goes with --compare-ultralytics"),
+    (["--input-fps", "30"], 2, "--input-fps goes with --latency-seconds or --soak-minutes"),
+    (["--latency-seconds", "5", "--input-fps", "0"], 2, "--input-fps must be between 1 and 240"),
 ])
 def test_benchmark_usage_errors_are_one_line(tmp_path: Path, videos: Path, args, code, message):
     from tests.conftest import run_cli
 
-    args = [str(tmp_path / "nope.mp4") if a == "MISSING" else str(videos) if a == "FOLDER" else a for a in args]
+    args = [str(tmp_path / "nope.mp4") if a == "MISSING" else str(videos) if a == "FOLDER"
+            else str(tmp_path / "keep") if a == "KEEP" else a for a in args]
     if args[0].startswith("--"):
         args = [str(videos / "dashcam_vw_close.mp4"), *args]
     result = run_cli("benchmark", *args)
