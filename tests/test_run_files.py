@@ -356,3 +356,49 @@ def test_q_in_a_folder_run_stops_the_batch_and_says_so(tmp_path: Path, videos: P
     assert "quit from the window: 1 of 2 inputs not processed" in stderr
     assert read_events(out / "highway_overpass_720p" / "events.jsonl")[-1]["reason"] == "quit"
     assert not (out / "urban_arterial").exists() and (out / "index.html").is_file()
+
+
+def test_an_intact_mkv_cut_is_not_called_truncated(tmp_path: Path, videos: Path, no_brands_config: Path):
+    """MKV estimates its frame count from its duration: 65 for these 62 frames."""
+    import av
+
+    cut = tmp_path / "night.mkv"
+    with av.open(str(videos / "night_city.mp4")) as src, av.open(str(cut), "w") as dst:
+        video = src.streams.video[0]
+        stream = dst.add_stream_from_template(video)
+        for packet in src.demux(video):
+            if packet.dts is None or packet.dts * video.time_base >= 2:  # 2 s, cut as `ffmpeg -t 2 -c copy` cuts
+                continue
+            packet.stream = stream
+            dst.mux(packet)
+    out = tmp_path / "out"
+    result = run_cli("run", str(cut), "--config", str(no_brands_config), "--out", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    ended = read_events(out / "events.jsonl")[-1]
+    assert ended["reason"] == "end" and ended["frames"] == 62 and ended["truncated"] is False, (ended, result.stderr)
+    assert "truncated" not in result.stderr
+
+
+def test_ctrl_c_with_the_window_open_is_clean(tmp_path: Path, videos: Path, no_brands_config: Path):
+    """Ctrl-C reaches the whole process group, the window's process too: it leaves the stop to the run."""
+    xvfb = Xvfb()
+    out = tmp_path / "out"
+    run = CliRun("run", str(videos / "highway_overpass_720p.mp4"), "--config", str(no_brands_config), "--out", str(out),
+                 "--show", "--no-progress", display=xvfb.display)
+    try:
+        run.wait_for_frames(1)
+        for pid in _family(run.proc.pid):
+            os.kill(pid, signal.SIGINT)
+        code, _, stderr = run.finish()
+    finally:
+        run.kill()
+        xvfb.stop()
+    assert code == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert read_events(out / "events.jsonl")[-1]["reason"] == "interrupted"
+
+
+def _family(pid: int) -> list[int]:
+    """`pid` and its children (what a terminal's Ctrl-C reaches)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [pid, *map(int, children)]

@@ -85,7 +85,9 @@ class VideoSink:
         try:
             # A live recording can run for hours and end by a kill or a power cut, before the
             # index a plain MP4 writes at the end: fragments keep what was written playable.
-            options = {"movflags": "frag_keyframe+empty_moov+default_base_moof"} if self.timed else {}
+            # frag_duration: every 2 s of stream time also when frames are skipped (gop counts frames).
+            options = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "2000000"} \
+                if self.timed else {}
             container = av.open(str(self.partial_path), mode="w", options=options)
         except OSError as exc:  # PyAV's errno errors are OSErrors: the folder, not the encoder
             raise output_error(self.partial_path, exc) from None

@@ -8,11 +8,13 @@ import queue
 import re
 import socket
 import sys
+import time
 
 import cv2
 import numpy as np
 
 log = logging.getLogger(__name__)
+OPEN_TIMEOUT_S = 15.0  # for the window to appear
 
 
 def _x_server_answers(display: str, timeout_s: float = 0.5) -> bool:
@@ -78,10 +80,14 @@ class LiveWindow:
         self._process = context.Process(target=_window_process, name="stream-pipeline-window", daemon=True,
                                         args=(self.title, self._frames, self._quit, opened))
         self._process.start()
-        # Wait for the window (or the process's end: it could not open one), never longer than needed.
+        # Wait for the window, or the process's end (it could not open one); a display that takes
+        # connections but never answers (a stalled X11 forward) must not hold the run.
+        deadline = time.monotonic() + OPEN_TIMEOUT_S
         while not opened.wait(0.05):
-            if not self._process.is_alive():
-                log.warning("cannot open a window (exit %s): continuing headless", self._process.exitcode)
+            if not self._process.is_alive() or time.monotonic() > deadline:
+                why = f"exit {self._process.exitcode}" if not self._process.is_alive() else \
+                    f"no window after {OPEN_TIMEOUT_S:.0f} s"
+                log.warning("cannot open a window (%s): continuing headless", why)
                 self._shutdown()
                 return self
         self.enabled = True
@@ -119,6 +125,8 @@ class LiveWindow:
                         self._process.exitcode)
             self._shutdown()
             return True
+        if self._frames.full():
+            return True  # the window is still drawing the previous frame
         scale = self.max_px / max(image.shape[:2])
         if scale < 1:
             image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -130,7 +138,13 @@ class LiveWindow:
 
 
 def _window_process(title: str, frames, quit_event, opened) -> None:
-    """The window's own process: shows what arrives until told to stop or the user quits."""
+    """The window's own process: shows what arrives until told to stop, the user quits, or the
+    run's process is gone (killed: nobody would close the window otherwise)."""
+    import multiprocessing
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle; it closes the window
+    parent = multiprocessing.parent_process()
     # OpenCV's wheels ship Qt without fonts (it complains five times per window): the system's.
     if not os.path.isdir(os.environ.get("QT_QPA_FONTDIR", "")):  # cv2 points it at its own, missing folder
         for fonts in ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype", "/usr/share/fonts"):
@@ -148,6 +162,8 @@ def _window_process(title: str, frames, quit_event, opened) -> None:
             try:
                 image = frames.get(timeout=0.03)
             except queue.Empty:
+                if parent is not None and not parent.is_alive():
+                    break
                 image = ...
             if image is None:
                 break

@@ -18,6 +18,9 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ts"
 DEFAULT_FPS = 25.0
 
 
+ESTIMATED_COUNT_SUFFIXES = {".mkv", ".ts", ".m2ts", ".mts", ".webm", ".flv"}
+
+
 class VideoFileSource(CaptureSource):
     is_live = False
 
@@ -67,8 +70,9 @@ class VideoFileSource(CaptureSource):
             index += 1
         if index == 0:
             raise SourceError(f"no decodable frames in {self.path} (corrupt or empty video)")
-        # Containers over-announce: MP4 by a frame or two, MKV / TS estimate the count from their
-        # duration (3 too many on a 2 s cut). Only a shortfall of over half a second is reported.
-        if self._count and index < self._count - max(2, round(0.5 * self._fps)):
+        # Containers over-announce: MP4 by a frame or two; MKV / TS / WebM / FLV estimate the count
+        # from their duration (3 too many on a 2 s cut), so there only over half a second counts.
+        slack = round(0.5 * self._fps) if self.path.suffix.lower() in ESTIMATED_COUNT_SUFFIXES else 0
+        if self._count and index < self._count - max(2, slack):
             self.truncated = True
             log.warning("decoding of %s stopped at frame %d of %d (truncated or corrupt file)", self.path, index, self._count)
