@@ -104,6 +104,9 @@ class VideoSink:
             stream.codec_context.time_base = TIMED_BASE
             stream.codec_context.gop_size = max(1, round(2 * self.fps))  # a fragment every ~2 s
         stream.options = {"preset": self.preset, "crf": str(self.crf)}
+        if self.timed:
+            # no B-frames: their reordering delay would start a fragmented file's clock late (0.8 s)
+            stream.options = {**stream.options, "bf": "0"}
         self._av_container, self._av_stream = container, stream
         self.codec_name = "h264 (libx264)"
         log.info("writing %s as %s", self.path, self.codec_name)
