@@ -230,14 +230,14 @@ def run_command(args: argparse.Namespace) -> int:
                     raise SourceError(f"{summary.error} (outputs so far kept in {summary.out_dir})")
                 failures.append(f"{redact(source)}: {summary.error}")
             if summary.stopped_by in ("interrupted", "quit"):
+                interrupted = summary.stopped_by == "interrupted"
                 left = len(sources) - len(run_dirs)
-                if summary.stopped_by == "interrupted":
+                if interrupted:
                     console.print(f"interrupted: outputs finalised in {summary.out_dir}")
                 if left:  # the whole batch stops: a script reading the exit status must not take it as done
-                    console.print(f"{'quit from the window' if summary.stopped_by == 'quit' else 'interrupted'}: "
+                    console.print(f"{'interrupted' if interrupted else 'quit from the window'}: "
                                   f"{left} of {len(sources)} inputs not processed", markup=False)
-                    return 130
-                if summary.stopped_by == "interrupted":
+                if interrupted or left:
                     return 130
                 break
     finally:

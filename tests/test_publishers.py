@@ -47,12 +47,12 @@ def broker(tmp_path: Path, password: str):
     broker.stop()
 
 
-def mqtt_config(tmp_path: Path, port: int, extra: str = "") -> Path:
+def mqtt_config(tmp_path: Path, port: int, extra: str = "", drain_s: float = 60) -> Path:
     path = tmp_path / "publish.yaml"
     path.write_text(
         "brands:\n  enabled: false\noutput:\n  video: false\n"
         f"mqtt:\n  host: 127.0.0.1\n  port: {port}\n  topic_prefix: traffic\n"
-        "  username_env: TEST_MQTT_USER\n  password_env: TEST_MQTT_PASSWORD\n  drain_s: 60\n" + extra
+        f"  username_env: TEST_MQTT_USER\n  password_env: TEST_MQTT_PASSWORD\n  drain_s: {drain_s}\n" + extra
     )
     return path
 
@@ -276,12 +276,7 @@ def test_send_spool_delivers_what_a_run_kept_without_touching_the_run(tmp_path: 
     order, without a new run into (or --overwrite of) that folder, and sets no availability flag."""
     broker = Broker(tmp_path / "broker", USER, password)  # not started yet
     env = {"TEST_MQTT_USER": USER, "TEST_MQTT_PASSWORD": password}
-    config = tmp_path / "publish.yaml"
-    config.write_text(
-        "brands:\n  enabled: false\noutput:\n  video: false\n"
-        f"mqtt:\n  host: 127.0.0.1\n  port: {broker.port}\n  topic_prefix: traffic\n"
-        "  username_env: TEST_MQTT_USER\n  password_env: TEST_MQTT_PASSWORD\n  drain_s: 0.5\n"
-    )
+    config = mqtt_config(tmp_path, broker.port, drain_s=0.5)
     out = tmp_path / "out"
     result = run_cli("run", str(videos / CLIP), "--config", str(config), "--out", str(out), "--max-frames", "60",
                      "--no-progress", env=env)
