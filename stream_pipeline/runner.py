@@ -165,22 +165,38 @@ def _write_report(out_dir: Path, folder_mode: bool) -> None:
         log.error("report for %s not written: %s", out_dir, exc)
 
 
-def _write_index(out_root: Path, run_dirs: list[Path]) -> None:
+def _write_index(out_root: Path, run_dirs: list[Path]) -> str | None:
+    """Returns why the index was not written (logged already), or None."""
     try:
         path = write_index(out_root, run_dirs)
         console.print(f"index of all videos: {path}", markup=False)
-    except Exception as exc:  # noqa: BLE001
-        log.error("index %s not written: %s", out_root / INDEX_FILE, exc)
+    except Exception as exc:  # noqa: BLE001 - reported; the runs' own outputs are complete
+        problem = f"index {out_root / INDEX_FILE} not written: {exc}"
+        log.error("%s", problem)
+        return problem
+    return None
 
 
-def finish_folder(out_root: Path, run_dirs: list[Path]) -> None:
-    """After a folder run: `summary.csv` (every vehicle with its video) and `index.html`."""
+def finish_folder(out_root: Path, run_dirs: list[Path]) -> list[str]:
+    """After a folder run: `summary.csv` (every vehicle with its video) and `index.html`.
+    Returns what could not be written (each logged already): the caller fails the run on it,
+    so a script reading the exit status does not take a batch without its summary as done."""
     done = [d for d in run_dirs if (d / "events.jsonl").is_file()]
+    problems = []
     try:
         write_summary(out_root, done)
     except OutputError as exc:
         log.error("%s", exc)
-    _write_index(out_root, done)
+        problems.append(str(exc))
+    index_problem = _write_index(out_root, done)
+    if index_problem:
+        problems.append(index_problem)
+    return problems
+
+
+def check_folder_outputs(problems: list[str]) -> None:
+    if problems:
+        raise OutputError(f"{problems[0]} (each video's own outputs are complete)")
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -205,6 +221,7 @@ def run_command(args: argparse.Namespace) -> int:
         pipeline = Pipeline(config)
     failures: list[str] = []
     run_dirs: list[Path] = []
+    folder_problems: list[str] = []
     try:
         for source, name in zip(sources, names):
             out_dir = out_root / name if folder_mode else out_root
@@ -242,7 +259,8 @@ def run_command(args: argparse.Namespace) -> int:
                 break
     finally:
         if folder_mode:
-            finish_folder(out_root, run_dirs)
+            folder_problems = finish_folder(out_root, run_dirs)
     if failures:
         raise SourceError(f"{len(failures)} of {len(sources)} inputs failed; first: {failures[0]}")
+    check_folder_outputs(folder_problems)
     return 0

@@ -94,6 +94,27 @@ def test_corrupt_video_is_one_line_error(tmp_path: Path, no_brands_config: Path)
     assert "broken.mp4" in result.stderr and ("corrupt" in result.stderr or "cannot open" in result.stderr)
 
 
+def test_a_recording_with_sound_only_is_named_as_such(tmp_path: Path, no_brands_config: Path):
+    """A camera's audio export given by mistake: not a 'corrupt' file the operator would re-copy."""
+    import av
+    import numpy as np
+
+    sound = tmp_path / "gate_audio.mp4"
+    with av.open(str(sound), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for i in range(20):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    result = run_cli("run", str(sound), "--config", str(no_brands_config), "--out", str(tmp_path / "out"))
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines() == [
+        f"stream-pipeline: error: cannot open video (no video stream: audio only): {sound}"]
+
+
 @pytest.mark.parametrize("sig, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_ctrl_c_finalises_video_and_writes_open_tracks(tmp_path: Path, videos: Path, no_brands_config: Path,
                                                        sig, exit_code):
@@ -221,6 +242,25 @@ def test_summary_of_a_folder_run_without_vehicle_tables_comes_from_the_event_log
     write_summary(copy, [copy / "intel_parking_lot", copy / "suburban_junction"])
     with (copy / "summary.csv").open(newline="") as f:
         assert list(csv.DictReader(f)) == from_tables
+
+
+def test_a_folder_run_whose_summary_cannot_be_written_fails_and_keeps_each_video(tmp_path: Path, videos: Path,
+                                                                                  no_brands_config: Path):
+    """A batch without its summary.csv is not done: a script reading the exit status must know."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in ("intel_parking_lot.mp4", "suburban_junction.mp4"):
+        (folder / name).symlink_to(videos / name)
+    out = tmp_path / "out"
+    (out / "summary.csv").mkdir(parents=True)  # stands in for a share that refuses the write
+    result = run_cli("run", str(folder), "--config", str(no_brands_config), "--out", str(out), "--max-frames", "5",
+                     "--no-progress")
+    assert result.returncode == 5, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "summary.csv" in last and "each video's own outputs are complete" in last, result.stderr
+    for run in ("intel_parking_lot", "suburban_junction"):
+        assert read_events(out / run / "events.jsonl")[-1]["frames"] == 5
+    assert (out / "index.html").is_file()
 
 
 def test_batch_names_links_and_list_files_from_the_field(tmp_path: Path, videos: Path, no_brands_config: Path):

@@ -83,7 +83,7 @@ def run_on_ray(args: argparse.Namespace, config: PipelineConfig, sources: list[s
                out_root: Path, on_connected=None) -> int:
     """on_connected: called once the cluster is reached, before any video is sent (run: --overwrite
     clears the previous run there, so a bad option or an unreachable head leaves it as it was)."""
-    from stream_pipeline.runner import finish_folder
+    from stream_pipeline.runner import check_folder_outputs, finish_folder
     from stream_pipeline.sources import is_live
 
     if args.workers is not None and args.workers < 1:
@@ -138,11 +138,12 @@ def run_on_ray(args: argparse.Namespace, config: PipelineConfig, sources: list[s
         console.print(f"{len(sources) - len(failures)} of {len(sources)} videos done in "
                       f"{time.perf_counter() - started:.1f} s on {workers} workers", markup=False)
     finally:
-        finish_folder(out_root, out_dirs)
+        folder_problems = finish_folder(out_root, out_dirs)
         ray.shutdown()
     if interrupted:
         console.print(f"interrupted: finished videos are in {out_root}", markup=False)
         return 130
     if failures:
         raise SourceError(f"{len(failures)} of {len(sources)} inputs failed; first: {failures[0]}")
+    check_folder_outputs(folder_problems)
     return 0

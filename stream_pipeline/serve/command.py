@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from stream_pipeline.core.errors import SourceError, UserError
+from stream_pipeline.core.errors import OutputError, SourceError, UserError
 from stream_pipeline.pipeline import Pipeline
 from stream_pipeline.serve.camera import CameraStats, CameraWorker
 from stream_pipeline.serve.config import load_cameras
@@ -116,7 +116,7 @@ def serve_command(args: argparse.Namespace) -> int:
             live.update(status_table([w.stats for w in workers]))
             live.stop()
         scheduler.close()
-        _write_index(out_root, [w.out_dir for w in workers])
+        index_problem = _write_index(out_root, [w.out_dir for w in workers])
     for worker in workers:
         console.print(summary_line(worker.stats), markup=False, soft_wrap=True)
     if interrupted:
@@ -125,6 +125,8 @@ def serve_command(args: argparse.Namespace) -> int:
     failed = [w for w in workers if w.error]
     if failed:
         raise SourceError(f"{len(failed)} of {len(workers)} cameras failed; first: {failed[0].name}: {failed[0].error}")
+    if index_problem:
+        raise OutputError(f"{index_problem} (each camera's own outputs are complete)")
     return 0
 
 
@@ -141,7 +143,7 @@ def summary_line(s: CameraStats) -> str:
             f"{s.retries} retries" + (f"; {s.error}" if s.state == "failed" and s.error else ""))
 
 
-def _write_index(out_root: Path, run_dirs: list[Path]) -> None:
+def _write_index(out_root: Path, run_dirs: list[Path]) -> str | None:
     from stream_pipeline.runner import _write_index as write
 
-    write(out_root, [d for d in run_dirs if (d / "events.jsonl").is_file()])
+    return write(out_root, [d for d in run_dirs if (d / "events.jsonl").is_file()])

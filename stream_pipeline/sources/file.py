@@ -21,6 +21,21 @@ DEFAULT_FPS = 25.0
 ESTIMATED_COUNT_SUFFIXES = {".mkv", ".ts", ".m2ts", ".mts", ".webm", ".flv"}
 
 
+def _why_unopenable(path: Path) -> str:
+    """Why OpenCV could not open a file, in a user's words: PyAV (already a dependency) reads the
+    container, so a recording with sound only is told apart from a damaged file."""
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                kinds = sorted({stream.type for stream in container.streams})
+                return f"no video stream: {', '.join(kinds)} only" if kinds else "no video stream"
+    except Exception:  # noqa: BLE001 - any failure to read it is the generic answer below
+        pass
+    return "unsupported or corrupt"
+
+
 class VideoFileSource(CaptureSource):
     is_live = False
 
@@ -41,7 +56,7 @@ class VideoFileSource(CaptureSource):
         capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
         if not capture.isOpened():
             capture.release()
-            raise SourceError(f"cannot open video (unsupported or corrupt): {self.path}")
+            raise SourceError(f"cannot open video ({_why_unopenable(self.path)}): {self.path}")
         fps = capture.get(cv2.CAP_PROP_FPS)
         self._fps = float(fps) if fps and 1.0 <= fps <= 1000.0 else DEFAULT_FPS
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
