@@ -158,9 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _quiet_native_logs(args.verbose)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
-    # Every log line, from any library, goes out with camera credentials masked.
+    # Every log line, from any library, goes out with camera credentials masked, and with the
+    # local time: a camera that dropped at night must be findable in a service's log.
     for handler in logging.getLogger().handlers:
-        handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                                datefmt="%Y-%m-%d %H:%M:%S"))
     terminated = []
 
     def on_sigterm(signum, frame):
