@@ -75,6 +75,16 @@ def _check_mode_options(args: argparse.Namespace) -> None:
         raise UserError("--input-fps goes with --latency-seconds or --soak-minutes")
     if getattr(args, "keep", None) and not (compare or live):
         raise UserError("--keep goes with --compare-ultralytics, --latency-seconds or --soak-minutes")
+    if getattr(args, "max_frames", None) is not None and (compare or live):
+        raise UserError("--max-frames goes with the default mode (--compare-ultralytics: --min-frames; "
+                        "--latency-seconds / --soak-minutes: their durations)")
+    args.max_frames = args.max_frames if getattr(args, "max_frames", None) is not None else 300
+    # the measured runs are child processes started in the project's folder: relative paths
+    # would point there (outputs written into the checkout, a config not found)
+    if getattr(args, "keep", None):
+        args.keep = str(Path(args.keep).expanduser().resolve())
+    if getattr(args, "config", None):
+        args.config = str(Path(args.config).expanduser().resolve())
     if getattr(args, "input_fps", None) is not None and not 1 <= args.input_fps <= 240:
         raise UserError(f"--input-fps must be between 1 and 240, not {args.input_fps:g}")
     args.min_frames = args.min_frames if getattr(args, "min_frames", None) is not None else 1500
@@ -82,14 +92,14 @@ def _check_mode_options(args: argparse.Namespace) -> None:
 
 
 def benchmark_command(args: argparse.Namespace) -> int:
-    source = Path(args.source) if args.source else shared_path("videos", "highway_overpass_720p.mp4")
+    source = Path(args.source).expanduser().resolve() if args.source else shared_path("videos", "highway_overpass_720p.mp4")
     if source.is_dir():
         raise UserError(f"benchmark takes one video file, not a folder: {source}")
     if not source.is_file():
         raise SourceError(f"benchmark input not found: {source}")  # exit 3, as run
+    _check_mode_options(args)
     if args.max_frames < 1:
         raise UserError("--max-frames must be at least 1")
-    _check_mode_options(args)
     height = getattr(args, "height", None)
     if height is not None and not 16 <= height <= 4320:
         raise UserError(f"--height must be between 16 and 4320 rows, not {height}")

@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ray", metavar="ADDRESS", default=None,
                      help="run the videos as tasks on a Ray cluster (host:port of its head, or auto); needs the cluster extra")
     run.add_argument("--workers", type=int, default=None, metavar="N", help="with --ray: at most N videos at a time (default: the cluster's CPUs)")
-    run.add_argument("--retries", type=int, default=2, metavar="N", help="with --ray: retries of a video whose task failed unexpectedly (default 2)")
+    run.add_argument("--retries", type=int, default=None, metavar="N", help="with --ray: retries of a video whose task failed unexpectedly (default 2)")
     run.set_defaults(func=_cmd_run)
 
     serve = sub.add_parser("serve", help="run many cameras in one process (one model set, batched detection)")
@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("benchmark", help="measure pipeline throughput (FPS, real-time ratio, RSS)")
     bench.add_argument("source", nargs="?", default=None, help="video file (default: highway clip from shared)")
     bench.add_argument("--config", help="YAML configuration")
-    bench.add_argument("--max-frames", type=int, default=300)
+    bench.add_argument("--max-frames", type=int, default=None, metavar="N",
+                       help="frames to measure in the default mode (default 300)")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
     bench.add_argument("--compare-ultralytics", action="store_true",
                        help="run `yolo track` (float yolo11n.pt, same classes and input size) and `stream-pipeline run` "
@@ -142,7 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_classifier_commands(sub)
     add_logo_commands(sub)
     add_gallery_commands(sub)
+    _verbose_anywhere(sub)
     return parser
+
+
+def _verbose_anywhere(sub: argparse._SubParsersAction) -> None:
+    """`-v` is taken after the command too (`run X -v`), as users type it; SUPPRESS keeps a `-v`
+    given before the command from being reset."""
+    for command in sub.choices.values():
+        if "-v" not in command._option_string_actions:
+            command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                 help="debug logging")
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _verbose_anywhere(action)
 
 
 def _quiet_native_logs(verbose: bool) -> None:

@@ -203,6 +203,10 @@ def run_command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError("--max-frames must be at least 1")
+    if not getattr(args, "ray", None):
+        given = [f"--{name}" for name in ("workers", "retries") if getattr(args, name, None) is not None]
+        if given:  # ignored in silence, they would let a user believe the batch ran on the cluster
+            raise UserError(f"{' and '.join(given)} go{'es' if len(given) == 1 else ''} with --ray ADDRESS")
     sources = resolve_sources(args.source)
     out_root = Path(args.out) if args.out else default_out_dir()
     # An unusable output folder, or one holding a previous run, is reported before the models

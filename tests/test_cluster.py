@@ -128,6 +128,18 @@ def test_list_file_of_inputs_and_no_ray_import_without_flag(tmp_path: Path, clip
     assert {row["video"] for row in _rows(out / "summary.csv")} <= {Path(n).stem for n in CLIPS[1:]}
 
 
+@pytest.mark.parametrize("options, message", [
+    (["--workers", "4"], "--workers goes with --ray ADDRESS"),
+    (["--workers", "0", "--retries", "5"], "--workers and --retries go with --ray ADDRESS"),
+])
+def test_ray_options_without_ray_are_refused(tmp_path: Path, clip_folder: Path, options, message):
+    """Ignored in silence, they would let a user believe the batch ran on the cluster."""
+    result = run_cli("run", str(clip_folder), "--out", str(tmp_path / "out"), *options)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"stream-pipeline: error: {message}"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_unreachable_ray_head_is_one_line_error(tmp_path: Path, clip_folder: Path):
     address = f"127.0.0.1:{free_port()}"  # nothing listens there
     result = run_cli("run", str(clip_folder), "--out", str(tmp_path / "out"), "--ray", address)

@@ -72,3 +72,10 @@ def test_yaml_merge_keys_may_be_overridden(tmp_path: Path):
     from stream_pipeline.core.config import read_yaml
 
     assert read_yaml(path)["tracker"] == {"min_hits": 5, "duplicate_frames": 9}
+
+
+def test_verbose_is_taken_after_the_command_too(tmp_path: Path, videos: Path, no_brands_config: Path):
+    result = run_cli("run", str(videos / "dashcam_vw_close.mp4"), "--config", str(no_brands_config),
+                     "--out", str(tmp_path / "out"), "--max-frames", "2", "--no-progress", "-v")
+    assert result.returncode == 0, result.stderr
+    assert " DEBUG " in result.stderr

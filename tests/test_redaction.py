@@ -18,6 +18,11 @@ S = "s3cr3T"
         (f"rtsp://:{S}@127.0.0.1:8554/cam", "rtsp://:***@127.0.0.1:8554/cam"),
         (f"rtsp://admin:p%40{S}@cam/x", "rtsp://admin:***@cam/x"),  # percent-encoded '@'
         (f"rtsp://admin:a/{S}@cam/x", "rtsp://admin:***@cam/x"),  # unescaped '/' in the password
+        (f"rtsp://admin:p#{S}@127.0.0.1:8554/s", "rtsp://admin:***@127.0.0.1:8554/s"),  # unescaped '#'
+        (f"rtsp://admin:p?{S}@cam/s", "rtsp://admin:***@cam/s"),  # unescaped '?'
+        (f"rtsp://admin:p@{S}@[fe80::1]:554/s?x=1", "rtsp://admin:***@[fe80::1]:554/s?x=1"),  # '@' and IPv6
+        (f"rtsp://admin:{S}@cam", "rtsp://admin:***@cam"),
+        ("rtsp://cam/x?mail=ops@example.com", "rtsp://cam/x?mail=ops@example.com"),  # no user info
         (f"rtsp://127.0.0.1:8554/cam?user=admin&password={S}", "rtsp://127.0.0.1:8554/cam?user=admin&password=***"),
         (f"rtsp://cam/x?pass={S}", "rtsp://cam/x?pass=***"),
         (f"rtsp://cam/x?pwd={S}&channel=1", "rtsp://cam/x?pwd=***&channel=1"),

@@ -266,6 +266,8 @@ def test_an_odd_height_is_rounded_to_an_even_clip(tmp_path: Path, videos: Path):
     (["--keep", "KEEP"], 2, "--keep goes with --compare-ultralytics"),
     (["--input-fps", "30"], 2, "--input-fps goes with --latency-seconds or --soak-minutes"),
     (["--latency-seconds", "5", "--input-fps", "0"], 2, "--input-fps must be between 1 and 240"),
+    (["--compare-ultralytics", "--max-frames", "5"], 2, "--max-frames goes with the default mode"),
+    (["--soak-minutes", "1", "--max-frames", "5"], 2, "--max-frames goes with the default mode"),
 ])
 def test_benchmark_usage_errors_are_one_line(tmp_path: Path, videos: Path, args, code, message):
     from tests.conftest import run_cli
@@ -276,3 +278,15 @@ def test_benchmark_usage_errors_are_one_line(tmp_path: Path, videos: Path, args,
         args = [str(videos / "dashcam_vw_close.mp4"), *args]
     result = run_cli("benchmark", *args)
     assert result.returncode == code and result.stderr.strip().count("\n") == 0 and message in result.stderr, result.stderr
+
+
+def test_benchmark_paths_are_made_absolute_for_its_child_runs(tmp_path: Path, monkeypatch):
+    """The measured runs start in the project's folder: a relative --keep wrote into the checkout."""
+    import argparse
+
+    from stream_pipeline.benchmark import _check_mode_options
+
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(compare_ultralytics=True, keep="kept", config="cfg.yaml", max_frames=None)
+    _check_mode_options(args)
+    assert args.keep == str(tmp_path / "kept") and args.config == str(tmp_path / "cfg.yaml")

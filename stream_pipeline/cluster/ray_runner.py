@@ -88,6 +88,8 @@ def run_on_ray(args: argparse.Namespace, config: PipelineConfig, sources: list[s
 
     if args.workers is not None and args.workers < 1:
         raise UserError("--workers must be at least 1")
+    if args.retries is None:
+        args.retries = 2
     if args.retries < 0:
         raise UserError("--retries must be at least 0")
     live = [s for s in sources if is_live(s)]

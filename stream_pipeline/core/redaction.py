@@ -21,14 +21,21 @@ _SECRET_PARAM = re.compile(
 )
 
 
+# What follows the '@' that ends the user info: a host (name, IPv4 or [IPv6]), an optional port,
+# then the path, query, fragment or the end.
+_HOST_AFTER_AT = re.compile(r"(?:[\w.-]+|\[[0-9a-fA-F:.]+\])(?::\d*)?(?=[/?#;]|$)")
+
+
 def _redact_url(url: str) -> str:
     scheme, _, rest = url.partition("://")
-    # User info ends at the last '@' before the query: a password may hold an unescaped '/'.
-    end = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-    at = rest.rfind("@", 0, end)
-    if at >= 0:
+    # A password may hold unescaped '/', '?', '#' or '@' (cameras' web pages let users type
+    # them): the user info ends at the last '@' followed by a host. Masking too much (an '@' in
+    # a query value) is safe; too little leaks the password.
+    ends = [m.start() for m in re.finditer("@", rest) if _HOST_AFTER_AT.match(rest, m.start() + 1)]
+    if ends:
+        at = ends[-1]
         user, colon, _password = rest[:at].partition(":")
-        if colon:
+        if colon and not any(c in user for c in "/?#"):
             rest = f"{user}:{MASK}{rest[at:]}"
     return f"{scheme}://{_SECRET_PARAM.sub(lambda m: m.group(1) + MASK, rest)}"
 
