@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 import zipfile
 import zlib
@@ -153,23 +154,43 @@ class Gallery:
             reason = not_gallery if "pickled" in str(exc) or isinstance(exc, KeyError) else exc
             raise ModelError(f"brand gallery unreadable: {path}: {reason}") from None
 
-    def save(self, path: Path) -> None:
-        """Atomic: a crash mid-write leaves the old gallery, never half a file."""
+    @staticmethod
+    def check_writable(path: Path) -> None:
+        """Refuse, in one line, a gallery file the user may not change: one without write
+        permission (also for root, who could: a read-only file says "keep it"), or a folder."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise UserError(f"--gallery {path} is a folder: name a file in it, e.g. {path / 'gallery.npz'}")
+        if path.exists() and not (os.access(path, os.W_OK) and path.stat().st_mode & 0o222):
+            raise UserError(f"gallery {path} is read-only: not changed (make it writable, or pass another --gallery)")
+
+    def save(self, path: Path) -> None:
+        """Atomic: a crash mid-write leaves the old gallery, never half a file. A replaced file
+        keeps its mode; a read-only one is refused (`check_writable`)."""
+        path = Path(path)
+        self.check_writable(path)
+        # mkstemp's 0600 would hide a new gallery from other users
+        mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644
         meta = json.dumps({"threshold": self.threshold, "model_digest": self.model_digest, "top_k": self.top_k,
                            "size_thresholds": [list(band) for band in self.size_thresholds],
                            "scoring": self.scoring, "names_trained_by": self.names_trained_by, "info": self.info})
-        fd, tmp = tempfile.mkstemp(prefix=".gallery-", suffix=".npz", dir=path.parent)
+        tmp = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".gallery-", suffix=".npz", dir=path.parent)
             with os.fdopen(fd, "wb") as fh:
                 np.savez_compressed(fh, embeddings=self.embeddings.astype(np.float16),
                                     brands=self.brands.astype(str), origins=self.origins.astype(str),
                                     keys=self.keys.astype(str), meta=np.asarray(meta))
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the gallery from other users
+            os.chmod(tmp, mode)
             os.replace(tmp, path)
+        except OSError as exc:  # a read-only folder, a full disk
+            if tmp:
+                Path(tmp).unlink(missing_ok=True)
+            raise UserError(f"cannot write gallery {path}: {exc.strerror or exc}") from None
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            if tmp:
+                Path(tmp).unlink(missing_ok=True)
             raise
 
     # ------------------------------------------------------------------ contents

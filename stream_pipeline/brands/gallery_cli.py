@@ -10,17 +10,22 @@ reported and skipped. With `--detect-badge` the logo detector first finds the ba
 from __future__ import annotations
 
 import argparse
-import errno
 import hashlib
 import json
 import logging
-import shutil
+import os
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from stream_pipeline.core.errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one enroll at a time is the user's care
+    fcntl = None
 
 log = logging.getLogger("stream_pipeline.gallery")
 
@@ -56,21 +61,6 @@ def writable_gallery_path(args) -> Path:
     return path
 
 
-def _collect_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    from stream_pipeline.training.classifier.dataset import IMAGE_EXTS
-
-    paths, missing = [], []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            paths += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
-        elif p.is_file():
-            paths.append(p)
-        else:
-            missing.append(item)
-    return paths, missing
-
-
 def image_key(img) -> str:
     """The key a gallery stores for an enrolled image: its 64-bit perceptual hash, hex."""
     import cv2
@@ -86,15 +76,38 @@ def _hamming(keys: np.ndarray, key: int) -> np.ndarray:
     return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
 
 
-def load_enrolment_images(inputs: list[str], existing: dict[str, str]
+# An image with nothing to recognise: a solid or near-solid colour (grey-level standard deviation
+# under BLANK_STD; the flattest real badge photo of ../shared's 544 close-ups: 19.7, of every set:
+# 7.9), or noise (neighbouring pixels uncorrelated; real photos of every set: 0.34 and up, random
+# pixels: about 0).
+BLANK_STD = 4.0
+NOISE_CORRELATION = 0.15
+
+
+def featureless(img: np.ndarray) -> bool:
+    import cv2
+
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    if gray.std() < BLANK_STD:
+        return True
+    correlation = []
+    for a, b in ((gray[:, :-1], gray[:, 1:]), (gray[:-1], gray[1:])):  # each pixel and its right / lower neighbour
+        a, b = a - a.mean(), b - b.mean()
+        correlation.append(float((a * b).sum() / max(float(np.sqrt((a * a).sum() * (b * b).sum())), 1e-6)))
+    return min(correlation) < NOISE_CORRELATION
+
+
+def load_enrolment_images(paths: list[str], existing: dict[str, str], skip_blank: bool = True
                           ) -> tuple[list, list[str], list[Path], dict, dict[str, int]]:
-    """Readable, large-enough, non-duplicate images -> (images, perceptual-hash keys, paths,
-    report of the skipped ones, {brand: images already in the gallery under it}).
-    `existing`: the gallery's keys and the brand each belongs to."""
+    """Readable, large-enough, non-blank, non-duplicate images -> (images, perceptual-hash keys,
+    paths, report of the skipped ones, {brand: images already in the gallery under it}).
+    `paths`: the images (`image_inputs`); `existing`: the gallery's keys and the brand each
+    belongs to; `skip_blank`: skip `featureless` images (with --detect-badge the detector judges
+    the photo instead: a blank one has no badge, and is reported so)."""
     from stream_pipeline.training.classifier.dataset import MIN_SIDE_PX, PHASH_MAX_DISTANCE, read_image
 
-    paths, missing = _collect_images(inputs)
-    report = {"missing": missing, "unreadable": [], "tiny": [], "duplicates": [], "already_enrolled": []}
+    paths = [Path(p) for p in paths]
+    report = {"unreadable": [], "tiny": [], "blank": [], "duplicates": [], "already_enrolled": []}
     held_as: Counter = Counter()
     images, keys, kept, md5s = [], [], [], set()
     known = [(k, b) for k, b in existing.items() if k]
@@ -108,6 +121,9 @@ def load_enrolment_images(inputs: list[str], existing: dict[str, str]
             continue
         if min(img.shape[:2]) < MIN_SIDE_PX:
             report["tiny"].append(str(path))
+            continue
+        if skip_blank and featureless(img):
+            report["blank"].append(str(path))
             continue
         md5 = hashlib.md5(path.read_bytes()).hexdigest()
         key = image_key(img)
@@ -161,25 +177,51 @@ def _crop_badges(images: list, paths: list[Path], report: dict, clf) -> tuple[li
     return crops, kept
 
 
-def _load_or_create(path: Path):
+def _load_or_start(path: Path):
+    """(the gallery at `path`, False), or (the shipped one to start it from, True). Writes nothing:
+    a failed enroll leaves no gallery, and no folder, behind."""
     from stream_pipeline.brands.gallery import Gallery
 
     if path.is_file():
         return Gallery.load(path), False
-    if path.is_dir():
-        raise UserError(f"--gallery {path} is a folder: name a file in it, e.g. {path / 'gallery.npz'}")
     shipped = shipped_gallery_path()
     if not shipped.is_file():
         raise UserError(f"no gallery at {path} and no shipped gallery at {shipped} to start it from")
-    if path.resolve() != shipped.resolve():
+    return Gallery.load(shipped), True
+
+
+def _check_can_write(path: Path) -> None:
+    """Said before the models load: a gallery that cannot be written, or created."""
+    from stream_pipeline.brands.gallery import Gallery
+
+    Gallery.check_writable(path)
+    existing = next(p for p in path.absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"cannot create gallery {path}: a file is in the way (not a folder): {existing}")
+
+
+@contextmanager
+def _gallery_lock(path: Path):
+    """Exclusive lock on `<gallery>.lock` around one load-change-save: two commands changing one
+    gallery at once would each save their own copy, and one brand would be lost. The second waits."""
+    if fcntl is None:  # Windows: no advisory locks
+        yield
+        return
+    lock = Path(f"{path}.lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UserError(f"cannot write gallery {path}: {lock}: {exc.strerror or exc}") from None
+    try:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(shipped, path)
-        except OSError as exc:
-            reason = ("a file is in the way (not a folder)" if exc.errno in (errno.EEXIST, errno.ENOTDIR)
-                      else exc.strerror or str(exc))
-            raise UserError(f"cannot create gallery {path}: {reason}") from None
-    return Gallery.load(path), True
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("%s is being changed by another command: waiting for it to finish", path)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 # Mean similarity from which images matched to another brand are taken to show that brand.
@@ -218,35 +260,44 @@ def _held_as_text(held_as: dict) -> str:
 def cmd_enroll(args) -> int:
     from stream_pipeline.brands.classifier import BrandClassifier
     from stream_pipeline.brands.gallery import check_slug
+    from stream_pipeline.training.classifier.dataset import PHASH_MAX_DISTANCE, image_inputs, no_images_in
 
     brand = check_slug(args.brand)
     path = writable_gallery_path(args)
-    gallery, created = _load_or_create(path)
+    inputs = image_inputs(args.images)  # a missing path stops here, before the models load
+    _check_can_write(path)
+    gallery, _ = _load_or_start(path)  # a damaged gallery is said first (exit 4)
+    if not inputs:
+        raise UserError(f"nothing to enrol for {brand}: {no_images_in(args.images)}")
     clf = BrandClassifier.load(Path(args.model_dir) if args.model_dir else None)
     clf.use_gallery(gallery)  # refuses a gallery embedded by another model
     images, keys, paths, report, held_as = load_enrolment_images(
-        args.images, dict(zip(gallery.keys.tolist(), gallery.brands.tolist())))
+        inputs, dict(zip(gallery.keys.tolist(), gallery.brands.tolist())), skip_blank=not args.detect_badge)
     if args.detect_badge and images:
         images, idx = _crop_badges(images, paths, report, clf)
         keys, paths = [keys[i] for i in idx], [paths[i] for i in idx]
-    skipped = sum(len(v) for v in report.values())
     if not images:
-        reasons = ", ".join(f"{k.replace('_', ' ')} {len(v)}" + (_held_as_text(held_as) if k == "already_enrolled" else "")
-                            for k, v in report.items() if v)
-        raise UserError(f"nothing to enrol for {brand}: {skipped} input(s) skipped ({reasons or 'no images given'})")
-    before = int((gallery.brands == brand).sum())
-    if not before:  # a new brand that looks like another name of one the gallery has
-        near = sorted(b for b in gallery.brand_names if b.startswith(brand + "-") or brand.startswith(b + "-"))
-        if near:
-            log.warning("the gallery already has %s; %r will be a separate brand", ", ".join(near), brand)
+        raise _nothing_to_enrol(brand, report, held_as)
     embeddings = clf.embed(images)
     look_alike = _look_alike(gallery, embeddings, brand)
+    seen = set(gallery.keys.tolist())
+    # Embedding takes seconds: the gallery is read again, changed and saved under the lock (another
+    # command may have saved it meanwhile), and nothing is created before this point.
+    with _gallery_lock(path):
+        gallery, created = _load_or_start(path)
+        clf.use_gallery(gallery)
+        added = np.array([int(k, 16) for k in gallery.keys.tolist() if k and k not in seen], np.uint64)
+        fresh = [i for i, k in enumerate(keys) if not len(added) or _hamming(added, int(k, 16)).min() > PHASH_MAX_DISTANCE]
+        report["already_enrolled"] += [str(paths[i]) for i in range(len(keys)) if i not in fresh]  # by that command
+        images, keys = [images[i] for i in fresh], [keys[i] for i in fresh]
+        if not images:
+            raise _nothing_to_enrol(brand, report, held_as)
+        before = _enrol(gallery, brand, embeddings[fresh], keys)
+        gallery.save(path)
     if look_alike:
         log.warning("%d of %d images match %s already in the gallery (similarity %.2f): check that they show %s; "
                     "enrolled anyway", look_alike["images"], len(images), look_alike["brand"],
                     look_alike["similarity"], brand)
-    gallery.add(brand, embeddings, "enrolled", keys)
-    gallery.save(path)
     result = {"brand": brand, "gallery": str(path), "created": created, "enrolled": len(images),
               "references_before": before, "references_now": int((gallery.brands == brand).sum()),
               "skipped": {k: v for k, v in report.items() if v}, "already_enrolled_as": held_as,
@@ -262,6 +313,23 @@ def cmd_enroll(args) -> int:
             print(f"  skipped, {what.replace('_', ' ')}{held}: {len(items)}: {', '.join(items[:5])}"
                   f"{' ...' if len(items) > 5 else ''}")
     return 0
+
+
+def _nothing_to_enrol(brand: str, report: dict, held_as: dict) -> UserError:
+    reasons = ", ".join(f"{k.replace('_', ' ')} {len(v)}" + (_held_as_text(held_as) if k == "already_enrolled" else "")
+                        for k, v in report.items() if v)
+    return UserError(f"nothing to enrol for {brand}: {sum(len(v) for v in report.values())} input(s) skipped ({reasons})")
+
+
+def _enrol(gallery, brand: str, embeddings: np.ndarray, keys: list[str]) -> int:
+    """Add the brand's references; -> how many it had before."""
+    before = int((gallery.brands == brand).sum())
+    if not before:  # a new brand that looks like another name of one the gallery has
+        near = sorted(b for b in gallery.brand_names if b.startswith(brand + "-") or brand.startswith(b + "-"))
+        if near:
+            log.warning("the gallery already has %s; %r will be a separate brand", ", ".join(near), brand)
+    gallery.add(brand, embeddings, "enrolled", keys)
+    return before
 
 
 def cmd_gallery(args) -> int:
@@ -292,11 +360,15 @@ def cmd_gallery(args) -> int:
         raise UserError("gallery remove needs a BRAND")
     brand = check_slug(args.brand)
     path = writable_gallery_path(args)
-    gallery = Gallery.load(path)
-    removed = gallery.remove(brand)
-    if not removed:
+    Gallery.check_writable(path)
+    if brand not in Gallery.load(path).brand_names:  # said without taking the lock (nor creating its file)
         raise UserError(f"brand {brand!r} is not in {path}")
-    gallery.save(path)
+    with _gallery_lock(path):  # as enroll: a change saved meanwhile is kept
+        gallery = Gallery.load(path)
+        removed = gallery.remove(brand)
+        if not removed:
+            raise UserError(f"brand {brand!r} is not in {path}")
+        gallery.save(path)
     print(f"{brand}: removed {removed} references from {path}")
     return 0
 

@@ -7,6 +7,7 @@ Heavy libraries (tensorflow, openvino) are imported inside the command functions
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -33,6 +34,9 @@ def _cmd_import_brands(args) -> int:
     from stream_pipeline.training.classifier.dataset import NameMapper, validate_brand_folder
 
     folder = Path(args.folder)
+    report_file = Path(args.report) if args.report else None
+    if report_file is not None and report_file.is_dir():  # said before the scan, not after it
+        raise UserError(f"--report {report_file} is a folder: name a file in it, e.g. {report_file / 'report.json'}")
     shared = None
     try:
         shared = _shared(args)
@@ -55,8 +59,14 @@ def _cmd_import_brands(args) -> int:
               f"{len(summary['near_duplicate_groups'])} "
               f"({sum(len(g) for g in summary['near_duplicate_groups'])} images); "
               f"groups spanning brands: {len(summary['cross_brand_duplicates'])}")
-    if args.report:
-        Path(args.report).write_text(json.dumps(summary, indent=2))
+    if report_file is not None:
+        try:  # its folder is created, as enroll creates --gallery's
+            report_file.parent.mkdir(parents=True, exist_ok=True)
+            report_file.write_text(json.dumps(summary, indent=2))
+        except OSError as exc:
+            reason = ("a file is in the way (not a folder)" if exc.errno in (errno.EEXIST, errno.ENOTDIR)
+                      else exc.strerror or str(exc))
+            raise UserError(f"cannot write --report {report_file}: {reason}") from None
     return 0 if not (summary["unreadable"] or summary["unmapped_folders"]) or not args.strict else 1
 
 
@@ -161,22 +171,13 @@ def _cmd_build_gallery(args) -> int:
 
 def _cmd_classify(args) -> int:
     from stream_pipeline.brands.classifier import BrandClassifier
-    from stream_pipeline.training.classifier.dataset import IMAGE_EXTS, read_image
+    from stream_pipeline.training.classifier.dataset import image_inputs, no_images_in, read_image
 
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         raise UserError(f"--threshold must be a probability between 0 and 1, not {args.threshold}")
-    inputs: list[str] = []  # as given: the output names each image as the user did
-    for p in args.images:  # a folder stands for its images, as for detect-logos and enroll
-        path = Path(p)
-        if path.is_dir():
-            inputs += [str(f) for f in sorted(path.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_EXTS]
-        elif path.is_file():
-            inputs.append(p)
-        else:
-            raise UserError(f"image not found: {p}")
+    inputs = image_inputs(args.images)  # a folder stands for its images, as for detect-logos and enroll
     if not inputs:
-        raise UserError(f"no images given: no image files ({', '.join(sorted(IMAGE_EXTS))}) in "
-                        f"{', '.join(args.images)} (sub-folders are not searched)")
+        raise UserError(f"no images given: {no_images_in(args.images)}")
     clf = BrandClassifier.load(_model_dir(args) if args.model_dir else None, threshold=args.threshold)
     gallery_file = _classify_gallery(args)
     if gallery_file is not None:
@@ -188,10 +189,7 @@ def _cmd_classify(args) -> int:
                     "(pass --no-gallery to use --threshold)")
     images, paths, unreadable = [], [], []
     for p in inputs:
-        try:
-            img = read_image(Path(p))
-        except OSError:  # e.g. no permission to read it
-            img = None
+        img = read_image(Path(p))  # None as well for a file it may not read, or a dangling link
         if img is None:
             unreadable.append(p)
             continue

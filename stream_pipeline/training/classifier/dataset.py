@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import random
 import re
+import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,21 +160,109 @@ class FolderReport:
 
 
 def read_image(path: Path) -> np.ndarray | None:
-    """BGR uint8 image, or None if the file cannot be decoded (alpha composited on white)."""
-    data = np.fromfile(str(path), dtype=np.uint8)
+    """BGR uint8 image, upright as `cv2.imread` shows it (EXIF orientation applied), or None if the
+    file cannot be read or decoded, a truncated JPEG included (alpha composited on white)."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError:  # no permission, a dangling link: unreadable like an undecodable file
+        return None
     if data.size == 0:
         return None
+    # imdecode, unlike imread, refuses a truncated JPEG instead of returning its grey remainder
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None:
         return None
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    elif img.shape[2] == 4:
+    if img.dtype != np.uint8:
+        # 16-bit (and alpha with it) by the type's full scale, as imread does: a 16-bit alpha
+        # divided by 255 made opaque pixels 257 times opaque
+        top = float(np.iinfo(img.dtype).max) if img.dtype.kind in "iu" else max(1.0, float(np.nanmax(img)))
+        img = np.clip(np.rint(img.astype(np.float32) * (255.0 / top)), 0, 255).astype(np.uint8)
+    if img.shape[2] == 4:
         alpha = img[:, :, 3:4].astype(np.float32) / 255.0
         img = (img[:, :, :3].astype(np.float32) * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
-    if img.dtype != np.uint8:
-        img = cv2.convertScaleAbs(img, alpha=255.0 / max(1, int(img.max())))
-    return img
+    return _upright(img, data)
+
+
+# EXIF orientation -> the flips and turns that show the stored pixels upright (a phone's portrait
+# photo is stored sideways with orientation 6); IMREAD_UNCHANGED ignores the tag, imread does not
+_ORIENTATION = {
+    2: lambda im: im[:, ::-1],
+    3: lambda im: im[::-1, ::-1],
+    4: lambda im: im[::-1],
+    5: lambda im: im.swapaxes(0, 1),
+    6: lambda im: cv2.rotate(im, cv2.ROTATE_90_CLOCKWISE),
+    7: lambda im: im.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda im: cv2.rotate(im, cv2.ROTATE_90_COUNTERCLOCKWISE),
+}
+
+
+def _upright(img: np.ndarray, data: np.ndarray) -> np.ndarray:
+    turn = _ORIENTATION.get(_exif_orientation(data.tobytes()))
+    return np.ascontiguousarray(turn(img)) if turn else img
+
+
+def _exif_orientation(raw: bytes) -> int:
+    """The EXIF orientation tag, 1 when none. A JPEG's is read from its APP1 segment, not through
+    Pillow's open, which refuses photos over 179 MP and warns on stderr over 89 MP (phones take
+    108- and 200-MP photos)."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    try:
+        if raw[:2] == b"\xff\xd8":
+            i = 2
+            while i + 4 <= len(raw) and raw[i] == 0xFF and raw[i + 1] not in (0xDA, 0xD9):  # up to the image data
+                if raw[i + 1] == 0xFF:  # fill byte
+                    i += 1
+                    continue
+                end = i + 2 + int.from_bytes(raw[i + 2:i + 4], "big")
+                if raw[i + 1] == 0xE1 and raw[i + 4:i + 10] == b"Exif\0\0":
+                    exif.load(raw[i + 4:end])
+                    break
+                i = end
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(raw)) as header:  # reads the header only
+                    exif = header.getexif()
+        return int(exif.get(0x0112, 1))
+    except Exception:  # EXIF Pillow cannot parse says nothing of orientation: the pixels are read already
+        return 1
+
+
+def listed_as_image(path: Path) -> bool:
+    """A folder entry to read as an image file: a file, or a dangling link (read, and reported as
+    unreadable, rather than skipped unseen)."""
+    return path.is_file() or (path.is_symlink() and not path.exists())
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The images of one folder (IMAGE_EXTS, any case), sorted; sub-folders are not searched. What
+    classify, detect-logos and enroll take from a folder."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTS and listed_as_image(p))
+
+
+def image_inputs(items: list[str]) -> list[str]:
+    """Images named on a command line, as given (outputs name them as the user did): a file as
+    it is, whatever its name, a folder as its images (`list_images`). A missing path stops with
+    one line, before any model loads; an empty result is the caller's to word (`no_images_in`)."""
+    found: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found += [str(f) for f in list_images(path)]
+        elif path.exists() or path.is_symlink():  # a dangling link is reported unreadable when read
+            found.append(item)
+        else:
+            raise UserError(f"image not found: {item}")
+    return found
+
+
+def no_images_in(items: list[str]) -> str:
+    return (f"no image files ({', '.join(sorted(IMAGE_EXTS))}) in {', '.join(items)} "
+            "(sub-folders are not searched)")
 
 
 def validate_brand_folder(root: Path, mapper: NameMapper | None = None, min_images: int = 1,
@@ -198,7 +288,7 @@ def validate_brand_folder(root: Path, mapper: NameMapper | None = None, min_imag
             slug = _normalise(folder.name)
         report.folder_to_slug[folder.name] = slug
         for path in sorted(folder.rglob("*")):
-            if not path.is_file():
+            if not listed_as_image(path):
                 continue
             rel = str(path.relative_to(root))
             if path.suffix.lower() not in IMAGE_EXTS:

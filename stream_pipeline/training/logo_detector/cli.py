@@ -12,9 +12,6 @@ from stream_pipeline.core.errors import UserError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-
 # --------------------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> int:
     from stream_pipeline.training.logo_detector.common import WORK_DIR, setup_offline_ultralytics
@@ -145,33 +142,32 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- detect
 def _expand_images(items: list[str]) -> list[Path]:
-    paths: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            paths.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
-        elif p.is_file():
-            paths.append(p)
-        else:
-            raise UserError(f"image not found: {item}")
+    """As classify and enroll take them (`image_inputs`): a folder's images, not its sub-folders'."""
+    from stream_pipeline.training.classifier.dataset import image_inputs, no_images_in
+
+    paths = [Path(p) for p in image_inputs(items)]
     if not paths:
-        raise UserError("no images given")
+        raise UserError(f"no images given: {no_images_in(items)}")
     return paths
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    import cv2
-
     from stream_pipeline.brands.logo_detector import LogoDetector
-
     from stream_pipeline.brands.photo import VehicleFinder, detect_in_photo
+    from stream_pipeline.core.errors import ModelError
+    from stream_pipeline.core.paths import PROJECT_ROOT
+    from stream_pipeline.training.classifier.dataset import read_image
 
     if args.conf is not None and not 0 < args.conf <= 1:
         raise UserError(f"--conf must be a score in (0, 1], not {args.conf}")
     if args.imgsz is not None and not 32 <= args.imgsz <= 4096:
         raise UserError(f"--imgsz must be between 32 and 4096 pixels, not {args.imgsz}")
     paths = _expand_images(args.images)
-    detector = LogoDetector.load(Path(args.model) if args.model else None, conf=args.conf)
+    model = Path(args.model).expanduser() if args.model else None
+    if model is not None and not model.exists() and not (PROJECT_ROOT / model).exists():
+        # named as the user's shell resolves it, not as the project-relative fallback
+        raise ModelError(f"logo detector model not found: {model.absolute()}")
+    detector = LogoDetector.load(model, conf=args.conf)
     vehicles = None
     if args.mode == "auto":
         try:
@@ -180,7 +176,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             log.warning("no vehicle detector (%s): whole-image pass only", exc)
     status = 0
     for path in paths:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        image = read_image(path)  # as classify reads it: a truncated JPEG is unreadable, not half grey
         if image is None:
             print(f"stream-pipeline: error: cannot read image {path}", file=sys.stderr)
             status = 2
