@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stream_pipeline.brands.recognizer import VEHICLE_PAD, BrandRecognizer, crop, track_decision
+from stream_pipeline.brands.recognizer import VEHICLE_PAD, BrandRecognizer, brand_support, crop, track_decision
 from stream_pipeline.core.config import PipelineConfig
 from stream_pipeline.core.errors import OutputError, SourceError
 from stream_pipeline.core.observer import RunObserver
@@ -124,10 +124,6 @@ class Pipeline:
                           "live": frame_source.is_live, "fps": round(frame_source.fps, 3),
                           "total_frames": frame_source.total_frames, "wall_time": utc_now_iso(),
                           **({"camera": camera} if camera else {})})
-            # Live gaps (`stalled` / `resumed`), so consumers know an interval had no data.
-            frame_source.on_status = lambda status: events.write(
-                {"event": "stream", **status, "source": frame_source.name, "wall_time": utc_now_iso()})
-            progress.start(frame_source)
 
             def finish(track: TrackState) -> None:
                 record = self._record(track, frame_source.name, snapshots)
@@ -139,16 +135,36 @@ class Pipeline:
                 summary.vehicles += 1
                 summary.brands_decided += record.brand != "unknown"
 
+            # Ended tracks wait here until their record is written: Ctrl-C / SIGTERM (a KeyboardInterrupt
+            # anywhere, e.g. in the brand stage of the frame in which a track ended) must not lose them.
+            unwritten: list[TrackState] = []
+
+            def finish_unwritten() -> None:
+                while unwritten:
+                    finish(unwritten[0])
+                    unwritten.pop(0)
+
+            def on_status(status: dict) -> None:
+                # Live gaps (`stalled` / `resumed`), so consumers know an interval had no data. The
+                # vehicles in view when the stream stalled are written then: what is in view after the
+                # gap is not known to be them (a queue moved on, a camera reconnected).
+                if status.get("status") == "stalled":
+                    unwritten.extend(tracker.flush())
+                    finish_unwritten()
+                events.write({"event": "stream", **status, "source": frame_source.name, "wall_time": utc_now_iso()})
+
+            frame_source.on_status = on_status
+            progress.start(frame_source)
+
             try:
                 for frame in frame_source.frames():
-                    tracked, ended = self._step(frame, tracker, events, clock)
+                    tracked = self._step(frame, tracker, events, clock, unwritten)
                     t0 = time.perf_counter()
                     for observer in observers:
                         for event in observer.on_frame(frame, tracked, tracker.tracks):
                             events.write(event)
                     clock["track"] += time.perf_counter() - t0
-                    for track in ended:
-                        finish(track)
+                    finish_unwritten()
                     t0 = time.perf_counter()
                     if video is not None or window is not None:
                         annotated = annotator.draw(frame, tracked, tracker.tracks, tracker.confirmed_count)
@@ -183,8 +199,8 @@ class Pipeline:
             finally:
                 progress.stop()
                 # End of input, quit, Ctrl-C or a lost stream: every open track is reported.
-                for track in tracker.flush():
-                    finish(track)
+                unwritten.extend(tracker.flush())
+                finish_unwritten()
                 if video is not None:
                     # Finalised before the end event, which then tells whether the video is complete.
                     try:
@@ -209,12 +225,16 @@ class Pipeline:
         return summary
 
     def _step(
-        self, frame: Frame, tracker: VehicleTracker, events: EventLog, clock: dict[str, float]
-    ) -> tuple[Detections, list[TrackState]]:
+        self, frame: Frame, tracker: VehicleTracker, events: EventLog, clock: dict[str, float],
+        ended: list[TrackState],
+    ) -> Detections:
+        """Detect, track and read brands on one frame; the tracks that ended are added to `ended`
+        at once, before anything else can be interrupted."""
         t0 = time.perf_counter()
         detections = self.detector.detect(frame.image)
         t1 = time.perf_counter()
-        tracked, ended = tracker.update(detections, frame)
+        tracked, gone = tracker.update(detections, frame)
+        ended.extend(gone)
         for row, track_id in enumerate(tracked.tracker_id):
             track = tracker.tracks.get(int(track_id))
             area = float(tracked.area[row])
@@ -229,17 +249,17 @@ class Pipeline:
             for change in self.recognizer.process(frame, tracked, tracker.tracks):
                 d = change.decision
                 events.write({"event": "brand", "track_id": change.track.track_id, "brand": d.brand,
-                              "brand_confidence": d.confidence, "votes": d.votes, "frame": frame.index,
-                              "stream_s": round(frame.timestamp_s, 3), "wall_time": utc_now_iso()})
+                              "brand_confidence": d.confidence, "votes": brand_support(change.track, d.brand),
+                              "frame": frame.index, "stream_s": round(frame.timestamp_s, 3), "wall_time": utc_now_iso()})
             clock["brands"] += time.perf_counter() - t2
-        return tracked, ended
+        return tracked
 
     def _record(self, track: TrackState, source: str, snapshots: SnapshotWriter | None) -> VehicleRecord:
         decision = track_decision(track)
         snapshot = badge_snapshot = None
         if snapshots is not None:
             snapshot = snapshots.save(f"vehicle_{track.track_id:06d}", track.best_view)
-            best_badge = track.brand.best_badge if track.brand is not None else None
+            best_badge = track.brand.best_badge_for(decision.brand) if track.brand is not None else None
             if best_badge is not None:
                 badge_snapshot = snapshots.save(f"badge_{track.track_id:06d}", best_badge.badge_image)
         readings = track.brand.votes.readings if track.brand is not None else 0
@@ -253,7 +273,7 @@ class Pipeline:
             wall_time=utc_now_iso(),
             brand=decision.brand,
             brand_confidence=float(decision.confidence),
-            votes=decision.votes,
+            votes=brand_support(track, decision.brand),
             readings=readings,
             bbox=[round(float(v), 1) for v in track.bbox],
             snapshot=snapshot,

@@ -173,3 +173,96 @@ def test_weight_against_ramps_with_badge_width(badge_px, against):
     votes.add(_p("audi", 0.8), badge_px=40)
     votes.add(_p(UNKNOWN_BRAND, 0.4), badge_px=badge_px)
     assert votes.tally().agreement == pytest.approx(0.8 / (0.8 + against), abs=1e-3)
+
+
+# --- what a vehicle record says about its readings (real recognizer and record, stub models) ---
+
+
+class _OneBadgeDetector:
+    """One badge box near the top centre of every vehicle crop."""
+
+    def detect(self, crops):
+        return [Detections(np.array([[c.shape[1] / 2 - 20, 20, c.shape[1] / 2 + 20, 40]], dtype=np.float32),
+                           np.array([0.8]), np.array([0])) for c in crops]
+
+
+class _ScriptedClassifier:
+    def __init__(self, script):
+        self.script = list(script)
+
+    def badge_margin(self, width):
+        return 0.15
+
+    def classify(self, badges):
+        return [self.script.pop(0) for _ in badges]
+
+
+def _read_track(script, **brands):
+    """A parked car read once per frame by the real BrandRecognizer until `script` is spent;
+    returns its vehicle record as the pipeline writes it."""
+    from stream_pipeline.brands.badge_choice import BadgeChooser
+    from stream_pipeline.brands.recognizer import BrandRecognizer
+    from stream_pipeline.core.config import BrandsConfig
+    from stream_pipeline.pipeline import Pipeline
+    from stream_pipeline.tracking.tracker import TrackState
+
+    recognizer = object.__new__(BrandRecognizer)  # the models stubbed, everything else real
+    recognizer.config = BrandsConfig(**brands)
+    recognizer.logo_detector, recognizer.classifier = _OneBadgeDetector(), _ScriptedClassifier(script)
+    recognizer.choose_badge, recognizer._tick = BadgeChooser(recognizer.config), 0
+    image = np.full((720, 1280, 3), 90, np.uint8)
+    track = TrackState(1, 0, 0.0, 0, 0.0, np.array([400, 300, 700, 500], np.float32), confirmed=True)
+    tracked = Detections(np.array([[400, 300, 700, 500]], np.float32), np.array([0.9]), np.array([2]),
+                         tracker_id=np.array([1]))
+    for i in range(10 * len(script)):
+        if not recognizer.classifier.script:
+            break
+        recognizer.process(Frame(image, i, i / 30), tracked, {1: track})
+    assert not recognizer.classifier.script
+    track.class_votes[2] += 1
+
+    class _Names:
+        names = {2: "car"}
+
+    pipeline = object.__new__(Pipeline)
+    pipeline.detector = _Names()
+    return track, pipeline._record(track, "clip", None)
+
+
+def test_record_votes_and_readings_both_count_the_whole_track():
+    # 45 readings, more than max_votes (30): 23 name toyota, 2 lexus, 20 are unknown (the unknowns
+    # keep the window's named readings below stop_after_votes, so reading goes on)
+    script = [_p("toyota"), _p(UNKNOWN_BRAND, 0.3)] * 20 + [_p("lexus")] * 2 + [_p("toyota")] * 3
+    _, record = _read_track(script, every_n_frames=1, stop_after_votes=30)
+    assert (record.brand, record.votes, record.readings) == ("toyota", 23, 45)
+    # never decided (below min_confidence): no readings support the record's "unknown"
+    _, record = _read_track([_p("toyota", 0.45)] * 45)
+    assert (record.brand, record.votes, record.readings) == (UNKNOWN_BRAND, 0, 45)
+
+
+def test_the_badge_snapshot_shows_the_recorded_brand():
+    track, record = _read_track([_p("volkswagen", 0.80)] * 3 + [_p("skoda", 0.86)], every_n_frames=1)
+    assert record.brand == "volkswagen"
+    badge = track.brand.best_badge_for(record.brand)
+    assert (badge.prediction.brand, badge.prediction.confidence) == ("volkswagen", 0.80)
+    # an unknown first reading more confident than the named ones is not the snapshot of a kia
+    track, record = _read_track([_p(UNKNOWN_BRAND, 0.62)] + [_p("kia", 0.60)] * 4, every_n_frames=1)
+    assert record.brand == "kia" and track.brand.best_badge_for("kia").prediction.brand == "kia"
+    # undecided: the best reading that named a brand, else an unknown one
+    track, record = _read_track([_p(UNKNOWN_BRAND, 0.9), _p("kia", 0.4)], every_n_frames=1)
+    assert record.brand == UNKNOWN_BRAND and track.brand.best_badge_for(UNKNOWN_BRAND).prediction.brand == "kia"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("brands:\n  min_votes: 40\n", "'brands': Value error, min_votes (40) must not exceed max_votes (30)"),
+    ("brands:\n  max_votes: 5\n  min_votes: 2\n", "stop_after_votes (10) must not exceed max_votes (5)"),
+])
+def test_vote_thresholds_beyond_the_vote_window_are_refused(tmp_path, text, expected):
+    from stream_pipeline.core.config import load_config
+    from stream_pipeline.core.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert expected in str(error.value) and "\n" not in str(error.value)

@@ -237,6 +237,29 @@ def test_passing_beside_a_segment_is_not_a_crossing():
     assert [line.update(2, p) for p in ((300, 80), (150, 120))] == [None, None]
 
 
+def test_a_vehicle_first_seen_inside_the_band_still_crosses():
+    """The first position is the starting side, even a few pixels from the line: the band only
+    keeps a settled side from flipping."""
+    line = LineCounter((0, 360), (1280, 360), hysteresis=8)
+    assert [line.update(1, (640, y)) for y in (355, 372, 395, 420)] == [None, IN, None, None]
+    assert [line.update(2, (640, y)) for y in (365, 350, 330)] == [None, OUT, None]
+    box = PolygonCounter([(400, 300), (900, 300), (900, 600), (400, 600)], hysteresis=8)
+    assert [box.update(3, (x, 450)) for x in (395, 420, 500, 800, 920)] == [None, IN, None, None, OUT]
+    assert [box.update(4, (x, 450)) for x in (405, 395, 380)] == [None, None, OUT]  # first seen just inside
+
+
+def test_a_fast_vehicle_crossing_near_a_line_end_is_counted():
+    """Its path between two frames passes through the segment, though the second anchor is
+    already beyond the segment's end."""
+    line = LineCounter((300, 400), (900, 400), hysteresis=8)
+    assert [line.update(1, p) for p in ((840, 340), (880, 385), (920, 430), (960, 475))] == [None, None, IN, None]
+    # the same speed just past the end: the path passes beside the segment, no crossing
+    beside = LineCounter((300, 400), (900, 400), hysteresis=8)
+    assert [beside.update(2, p) for p in ((880, 340), (920, 385), (960, 430))] == [None, None, None]
+    # and once round the end, coming back through the segment is a crossing
+    assert [beside.update(2, p) for p in ((850, 430), (820, 370))] == [None, OUT]
+
+
 def test_polygon_enter_exit_with_hysteresis():
     box = PolygonCounter([(0, 0), (100, 0), (100, 100), (0, 100)], hysteresis=5)
     path = [(-20, 50), (-2, 50), (2, 50), (-3, 50), (20, 50), (50, 50), (97, 50), (103, 50), (120, 50)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -48,16 +48,36 @@ class TrackBrand:
     votes: BrandVotes
     last_attempt_tick: int = -(10**9)
     announced: str = UNKNOWN_BRAND
-    best_badge: BadgeReading | None = None
+    # The most confident reading of each brand read on the track ("unknown" included): the badge
+    # snapshot must show the brand the record names, whichever brand was read most confidently.
+    best_by_brand: dict[str, BadgeReading] = field(default_factory=dict)
     last_badge_xyxy: np.ndarray | None = None
     last_badge_frame: int = -1
+
+    def keep_if_best(self, reading: BadgeReading) -> None:
+        best = self.best_by_brand.get(reading.prediction.brand)
+        if best is None or reading.prediction.confidence > best.prediction.confidence:
+            self.best_by_brand[reading.prediction.brand] = reading
+
+    def best_badge_for(self, brand: str) -> BadgeReading | None:
+        """The badge snapshot for a record naming `brand`: its best reading. With no brand decided,
+        the best reading that named any brand, else the best unknown one."""
+        if brand != UNKNOWN_BRAND:
+            return self.best_by_brand.get(brand)
+        named = [r for b, r in self.best_by_brand.items() if b != UNKNOWN_BRAND]
+        candidates = named or list(self.best_by_brand.values())
+        return max(candidates, key=lambda r: r.prediction.confidence, default=None)
+
+    @property
+    def best_badge(self) -> BadgeReading | None:
+        """The badge snapshot for the current decision."""
+        return self.best_badge_for(self.votes.decision().brand)
 
     def absorb(self, other: "TrackBrand") -> None:
         """Take the readings of a duplicate track of the same vehicle."""
         self.votes.merge(other.votes)
-        mine, theirs = self.best_badge, other.best_badge
-        if theirs is not None and (mine is None or theirs.prediction.confidence > mine.prediction.confidence):
-            self.best_badge = theirs
+        for reading in other.best_by_brand.values():
+            self.keep_if_best(reading)
 
 
 @dataclass(frozen=True)
@@ -186,13 +206,7 @@ class BrandRecognizer:
             state = track.brand
             state.votes.add(prediction, badge_px=float(box[2] - box[0]), plate_like=plate)
             state.last_badge_xyxy, state.last_badge_frame = box, frame.index
-            reading = BadgeReading(track.track_id, frame.index, box, logo_conf, prediction, badge.copy())
-            if prediction.brand != UNKNOWN_BRAND and (
-                state.best_badge is None or prediction.confidence > state.best_badge.prediction.confidence
-            ):
-                state.best_badge = reading
-            elif state.best_badge is None:
-                state.best_badge = reading
+            state.keep_if_best(BadgeReading(track.track_id, frame.index, box, logo_conf, prediction, badge.copy()))
             decision = state.votes.decision()
             if decision.brand != state.announced:
                 state.announced = decision.brand
@@ -205,3 +219,9 @@ def track_decision(track: TrackState) -> BrandDecision:
     if track.brand is None:
         return BrandDecision(UNKNOWN_BRAND, 0.0, 0, 0, 0.0)
     return track.brand.votes.decision()
+
+
+def brand_support(track: TrackState, brand: str) -> int:
+    """The `votes` of a record or brand event: readings over the whole track that named `brand`
+    (0 when it is unknown), counted like `readings`, not only within the vote window."""
+    return track.brand.votes.support(brand) if track.brand is not None else 0

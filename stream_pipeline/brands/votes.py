@@ -75,8 +75,8 @@ class Vote:
 class BrandDecision:
     brand: str  # slug or UNKNOWN_BRAND
     confidence: float  # named agreement share x mean confidence of the agreeing votes, 0-1
-    votes: int  # readings that named a brand
-    total_readings: int  # all readings, "unknown" included
+    votes: int  # readings in the vote window (the last `max_votes`) that named a brand
+    total_readings: int  # all readings in the vote window, "unknown" included
     agreement: float  # the brand's share of the named weight plus the weight against (sharp unknowns)
     settled_by_sharpest: bool = False  # decided from the sharpest readings after disagreement
 
@@ -85,7 +85,9 @@ UNDECIDED = BrandDecision(UNKNOWN_BRAND, 0.0, 0, 0, 0.0)
 
 
 class BrandVotes:
-    """Bounded vote history of one track."""
+    """Vote history of one track: the decision is taken over the last `max_votes` readings (bounded
+    memory, and a long-lived track follows what it shows now); counts per brand are kept for the
+    whole track, for the vehicle record."""
 
     def __init__(
         self, min_votes: int = 3, min_agreement: float = 0.6, max_votes: int = 30, min_confidence: float = 0.0
@@ -97,16 +99,23 @@ class BrandVotes:
         self.min_confidence = min_confidence
         self._votes: deque[Vote] = deque(maxlen=max_votes)
         self.readings = 0  # all readings ever, beyond the bounded window
+        self._by_brand: Counter = Counter()  # all readings ever, per brand named ("unknown" included)
 
     def add(self, prediction: BrandPrediction, badge_px: float | None = None, plate_like: bool = False) -> None:
         self._votes.append(Vote(prediction, badge_px, plate_like))
         self.readings += 1
+        self._by_brand[prediction.brand] += 1
 
     def merge(self, other: "BrandVotes") -> None:
         """Take another track's readings (a duplicate track of the same vehicle)."""
         for vote in other._votes:
             self._votes.append(vote)
         self.readings += other.readings
+        self._by_brand.update(other._by_brand)
+
+    def support(self, brand: str) -> int:
+        """Readings over the whole track that named `brand` (0 for "unknown": no brand decided)."""
+        return 0 if brand == UNKNOWN_BRAND else self._by_brand[brand]
 
     def __len__(self) -> int:
         return len(self._votes)

@@ -127,6 +127,15 @@ class BrandsConfig(_Section):
     # Stop attempting a track once it is decided with this many votes.
     stop_after_votes: int = Field(10, ge=1, le=10000)
 
+    @model_validator(mode="after")
+    def _votes_fit_the_window(self) -> "BrandsConfig":
+        # Decisions count the last max_votes readings only: a larger threshold could never be met
+        # (no brand ever decided, or a decided track read for as long as it is in view).
+        for name in ("min_votes", "stop_after_votes"):
+            if getattr(self, name) > self.max_votes:
+                raise ValueError(f"{name} ({getattr(self, name)}) must not exceed max_votes ({self.max_votes})")
+        return self
+
 
 class OutputConfig(_Section):
     video: bool = True

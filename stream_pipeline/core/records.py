@@ -24,8 +24,8 @@ class VehicleRecord:
     wall_time: str  # ISO-8601 UTC, when the track ended (or the stream stopped)
     brand: str  # catalogue slug or "unknown"
     brand_confidence: float
-    votes: int  # badge readings that named a brand
-    readings: int  # all badge readings, "unknown" included
+    votes: int  # badge readings over the whole track that named `brand` (0 when unknown)
+    readings: int  # all badge readings over the whole track, "unknown" included
     bbox: list[float]  # last box, pixels [x1, y1, x2, y2]
     snapshot: str | None  # vehicle snapshot, relative to the run folder
     badge_snapshot: str | None

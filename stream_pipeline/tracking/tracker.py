@@ -2,8 +2,14 @@
 
 ByteTrack (ultralytics' BYTETracker, vendored in tracking/bytetrack/ so torch is never imported) assigns ids; `VehicleTracker` adds what
 the pipeline needs on top: a track becomes a vehicle only after `min_hits` matched
-frames, and when ByteTrack drops a track its state is handed back once (to be written
-as an event) and forgotten, so per-track memory stays bounded on endless streams.
+frames (counted from the detection that started it), and when a track ends its state is
+handed back once (to be written as an event) and forgotten, so per-track memory stays
+bounded on endless streams.
+
+Tracks age by stream time (`Frame.timestamp_s`), not by updates: a track not matched for
+`track_buffer / 30` seconds ends, whatever the processed frame rate, and so does every open
+track across a gap in the stream (a stall or reconnect), so a vehicle that stands where
+another stood before the gap starts a record of its own.
 """
 
 from __future__ import annotations
@@ -67,12 +73,13 @@ class TrackState:
     last_confidence: float = 0.0
     class_votes: Counter = field(default_factory=Counter)
     confirmed: bool = False
-    last_tick: int = 0  # tracker update count when last matched (frame indices may skip on live sources)
     # Brand-stage state (votes, best badge); set by the brand stage, dropped with the track.
     brand: "TrackBrand | None" = None
     # Best view of the vehicle so far, for the snapshot: (crop, box area).
     best_view: np.ndarray | None = None
     best_view_area: float = 0.0
+    # Ids of duplicate tracks merged into this one (their zone passes belong to this vehicle).
+    merged_ids: list[int] = field(default_factory=list)
 
     @property
     def class_id(self) -> int:
@@ -98,6 +105,14 @@ def load_tracker_yaml(path: str | Path) -> SimpleNamespace:
     return SimpleNamespace(**data)
 
 
+# ByteTrack's `track_buffer` is in frames at this rate (ultralytics scales it by the frame rate
+# the same way): track_buffer / 30 is the seconds a track is kept without a match.
+BUFFER_FPS = 30.0
+# ByteTrack's own count of unmatched updates, in lost-track buffers at the nominal frame rate, is
+# kept only as a backstop: a source whose timestamps stop advancing must not keep tracks forever.
+BACKSTOP_BUFFERS = 4
+
+
 class VehicleTracker:
     """Assigns track ids to detections and reports tracks that have ended."""
 
@@ -107,18 +122,26 @@ class VehicleTracker:
         self.config = config
         self.args = load_tracker_yaml(config.config)
         self._tracker = BYTETracker(self.args)
-        # ByteTrack's buffer is in frames; ultralytics scales it the same way by frame rate.
-        self._tracker.max_frames_lost = max(1, int(round(frame_rate / 30.0 * self.args.track_buffer)))
+        # Tracks age by stream time (`_expire`), so the buffer means the same at any processed
+        # frame rate (serve at 5 FPS would otherwise keep a gone vehicle 6 s instead of 1 s).
+        self.lost_after_s = self.args.track_buffer / BUFFER_FPS
+        nominal = max(1, int(round(frame_rate / BUFFER_FPS * self.args.track_buffer)))
+        self._tracker.max_frames_lost = BACKSTOP_BUFFERS * nominal
         self.tracks: dict[int, TrackState] = {}
         self.confirmed_count = 0
         self._overlap_runs: dict[tuple[int, int], int] = {}  # (older id, younger id) -> frames overlapping
-        self._merged_into: dict[int, int] = {}  # ByteTrack id of a merged duplicate -> the track it joined
+        # Every live ByteTrack track -> the vehicle (TrackState id) it feeds: itself, or the track a
+        # duplicate was merged into. A vehicle ends when no live ByteTrack track feeds it.
+        self._vehicle_of: dict[int, int] = {}
+        self._matched_s: dict[int, float] = {}  # live ByteTrack track -> stream time of its last match
 
     def update(self, detections: Detections, frame: Frame) -> tuple[Detections, list[TrackState]]:
         """Track one frame. Returns the confirmed tracked detections and the tracks that ended."""
+        self._expire(frame.timestamp_s)
         boxes = _BoxesView(detections.xyxy, detections.confidence, detections.class_id.astype(np.float32))
         output = self._tracker.update(boxes, frame.image)
-        tracked = self._redirect_merged(self._to_detections(output, detections))
+        self._note_matches(frame.timestamp_s)
+        tracked = self._rows_by_vehicle(self._to_detections(self._with_new_tracks(output), detections))
         keep = np.zeros(len(tracked), dtype=bool)
         for row, (track_id, box, class_id, score) in enumerate(
             zip(tracked.tracker_id, tracked.xyxy, tracked.class_id, tracked.confidence)
@@ -130,7 +153,6 @@ class VehicleTracker:
             state.last_frame, state.last_seen_s, state.bbox = frame.index, frame.timestamp_s, box.copy()
             state.hits += 1
             state.last_confidence = float(score)
-            state.last_tick = self._tracker.frame_id
             state.class_votes[int(class_id)] += 1
             if not state.confirmed and state.hits >= self.config.min_hits:
                 state.confirmed = True
@@ -141,19 +163,54 @@ class VehicleTracker:
         ended = self._pop_ended()
         return tracked, ended
 
-    def _redirect_merged(self, tracked: Detections) -> Detections:
-        """Rows of tracks merged into another carry that track's id; dropped when it has its own row."""
-        if not self._merged_into or len(tracked) == 0:
+    def _expire(self, now_s: float) -> None:
+        """Drop ByteTrack tracks (tracked or lost) not matched for `lost_after_s` of stream time: after
+        a gap in the stream, a box where a vehicle stood before it is another vehicle."""
+        horizon = now_s - self.lost_after_s
+        stale = {track_id for track_id, seen_s in self._matched_s.items() if seen_s < horizon}
+        if not stale:
+            return
+        for pool in ("tracked_stracks", "lost_stracks"):
+            kept = []
+            for strack in getattr(self._tracker, pool):
+                if strack.track_id in stale:
+                    strack.mark_removed()
+                else:
+                    kept.append(strack)
+            setattr(self._tracker, pool, kept)
+
+    def _note_matches(self, now_s: float) -> None:
+        frame_id = self._tracker.frame_id
+        for strack in self._tracker.tracked_stracks:
+            if strack.frame_id == frame_id:  # matched (or started) in this update
+                self._matched_s[strack.track_id] = now_s
+
+    def _with_new_tracks(self, output: np.ndarray) -> np.ndarray:
+        """ByteTrack's output plus the tracks started in this update, which it reports only from
+        their second match: the detection that starts a track is the vehicle's first sighting."""
+        new = [strack.result for strack in self._tracker.tracked_stracks if not strack.is_activated]
+        if not new:
+            return output
+        return np.concatenate([output.reshape(-1, 8), np.asarray(new, dtype=np.float32)])
+
+    def _rows_by_vehicle(self, tracked: Detections) -> Detections:
+        """Rows under the id of the vehicle their track feeds (a merged duplicate feeds the track it
+        joined), one row per vehicle: its own track's row when there is one."""
+        if len(tracked) == 0:
             return tracked
-        ids = np.array([self._merged_into.get(int(t), int(t)) for t in tracked.tracker_id], dtype=np.int64)
-        own = {int(t) for t in tracked.tracker_id}
-        keep = np.array([not (int(t) in self._merged_into and ids[i] in own) for i, t in enumerate(tracked.tracker_id)])
-        out = Detections(tracked.xyxy, tracked.confidence, tracked.class_id, ids)
-        return out[keep]
+        own_ids = [int(t) for t in tracked.tracker_id]
+        ids = np.array([self._vehicle_of.setdefault(t, t) for t in own_ids], dtype=np.int64)
+        keep, seen = np.zeros(len(ids), dtype=bool), set()
+        for row in sorted(range(len(ids)), key=lambda r: own_ids[r] != ids[r]):
+            if ids[row] not in seen:
+                seen.add(int(ids[row]))
+                keep[row] = True
+        return Detections(tracked.xyxy, tracked.confidence, tracked.class_id, ids)[keep]
 
     def _merge_duplicates(self, tracked: Detections) -> np.ndarray:
-        """Count frames in which two confirmed tracks cover the same vehicle; merge the younger
-        into the older after `duplicate_frames` in a row. Returns the rows to keep."""
+        """Two confirmed tracks whose boxes overlap by `duplicate_iou` are taken for one vehicle: the
+        younger's row is withheld from the first such frame (so the vehicle is counted, read and drawn
+        once), and after `duplicate_frames` in a row it is merged into the older. Returns the rows to keep."""
         keep = np.ones(len(tracked), dtype=bool)
         if len(tracked) < 2:
             self._overlap_runs.clear()
@@ -168,13 +225,13 @@ class VehicleTracker:
             runs[pair] = self._overlap_runs.get(pair, 0) + 1
         self._overlap_runs = runs
         for (older_id, younger_id), frames in sorted(runs.items()):
+            keep &= ids != younger_id
             if frames < self.config.duplicate_frames:
                 continue
             older, younger = self.tracks.get(older_id), self.tracks.get(younger_id)
             if older is None or younger is None:
                 continue  # already merged this frame
             self._absorb(older, younger)
-            keep &= ids != younger_id
         return keep
 
     def _absorb(self, older: TrackState, younger: TrackState) -> None:
@@ -190,12 +247,14 @@ class VehicleTracker:
                 older.brand = younger.brand
             else:
                 older.brand.absorb(younger.brand)
+        older.merged_ids += [younger.track_id, *younger.merged_ids]
         self.tracks.pop(younger.track_id, None)
         self.confirmed_count -= 1
-        self._merged_into[younger.track_id] = older.track_id
-        for merged, target in list(self._merged_into.items()):
-            if target == younger.track_id:
-                self._merged_into[merged] = older.track_id
+        # The younger's ByteTrack tracks now feed the older: whichever of them is lost first, the
+        # vehicle goes on (one record) while any is still matched.
+        for track_id, vehicle in self._vehicle_of.items():
+            if vehicle == younger.track_id:
+                self._vehicle_of[track_id] = older.track_id
 
     def _to_detections(self, output: np.ndarray, detections: Detections) -> Detections:
         if len(output) == 0:
@@ -211,30 +270,32 @@ class VehicleTracker:
         )
 
     def _pop_ended(self) -> list[TrackState]:
-        removed = getattr(self._tracker, "removed_stracks_frame", None)
-        if removed is None:  # older ultralytics: derive from the live pools
-            alive = {t.track_id for t in self._tracker.tracked_stracks + self._tracker.lost_stracks}
-            removed_ids = [tid for tid in self.tracks if tid not in alive]
-        else:
-            removed_ids = [t.track_id for t in removed]
-            # Tracks ByteTrack discards without reporting (duplicate suppression) must not linger.
-            horizon = self._tracker.frame_id - 2 * self._tracker.max_frames_lost - 1
-            removed_ids += [tid for tid, state in self.tracks.items() if state.last_tick < horizon]
+        """Vehicles no live ByteTrack track feeds any more (removed, expired, or discarded as
+        ByteTrack's own duplicates) have ended; the confirmed ones are returned, once."""
+        alive = {strack.track_id for strack in self._tracker.tracked_stracks}
+        alive.update(strack.track_id for strack in self._tracker.lost_stracks)
+        for registry in (self._vehicle_of, self._matched_s):
+            for track_id in [t for t in registry if t not in alive]:
+                del registry[track_id]
+        fed = set(self._vehicle_of.values())
         ended = []
-        for track_id in removed_ids:
-            if self._merged_into.pop(int(track_id), None) is not None:
-                continue  # a merged duplicate: its vehicle lives on in the track it joined
-            state = self.tracks.pop(int(track_id), None)
-            if state is not None and state.confirmed:
+        for vehicle in [v for v in self.tracks if v not in fed]:
+            state = self.tracks.pop(vehicle)
+            if state.confirmed:
                 ended.append(state)
         return ended
 
     def flush(self) -> list[TrackState]:
-        """End every open track (end of stream); returns the confirmed ones."""
+        """End every open track (end of the stream, or a gap in it); returns the confirmed ones.
+        ByteTrack forgets them too: what is seen next starts new tracks (ids keep counting up)."""
         ended = [state for state in self.tracks.values() if state.confirmed]
         self.tracks.clear()
-        self._merged_into.clear()
+        self._vehicle_of.clear()
+        self._matched_s.clear()
         self._overlap_runs.clear()
+        for strack in self._tracker.tracked_stracks + self._tracker.lost_stracks:
+            strack.mark_removed()
+        self._tracker.tracked_stracks, self._tracker.lost_stracks, self._tracker.removed_stracks = [], [], []
         return ended
 
 

@@ -98,9 +98,11 @@ class ZoneMonitor(RunObserver):
                 "wall_time": utc_now_iso()}
 
     def on_vehicle(self, track: TrackState, record: VehicleRecord) -> VehicleRecord:
-        passes = self._passes.pop(track.track_id, [])
+        ids = [track.track_id, *track.merged_ids]
+        passes = self._vehicle_passes(ids)
         for zone in self.zones or ():
-            zone.counter.forget(track.track_id)
+            for track_id in ids:
+                zone.counter.forget(track_id)
         for item in passes:
             counts = self._counts[item["zone"]]
             direction = item["direction"]
@@ -108,6 +110,16 @@ class ZoneMonitor(RunObserver):
             for key, value in (("by_class", record.vehicle_class), ("by_brand", record.brand)):
                 counts[key].setdefault(value, {IN: 0, OUT: 0})[direction] += 1
         return replace(record, zones=passes)
+
+    def _vehicle_passes(self, ids: list[int]) -> list[dict]:
+        """The passes of a vehicle's track and of the duplicates merged into it (`ids`, its own
+        first). A duplicate's passes count only in zones the vehicle has none in yet: both tracks
+        may have crossed the same line before they were found to be one vehicle."""
+        passes: list[dict] = []
+        for track_id in ids:
+            done = {item["zone"] for item in passes}
+            passes += [item for item in self._passes.pop(track_id, []) if item["zone"] not in done]
+        return sorted(passes, key=lambda item: item["frame"])
 
     def summary(self) -> dict:
         return {"zones": self._counts}
