@@ -159,8 +159,16 @@ def _report(summary: RunSummary) -> None:
 
 def _write_report(out_dir: Path, folder_mode: bool) -> None:
     """The report is a view of events.jsonl: failing to build it must not fail the run."""
+    link = f"../{INDEX_FILE}" if folder_mode else None
     try:
-        write_report(out_dir, index_link=f"../{INDEX_FILE}" if folder_mode else None)
+        try:
+            write_report(out_dir, index_link=link)
+        except KeyboardInterrupt:
+            # Ctrl-C / SIGTERM just after the last frame: the report is a second's work, so it
+            # is finished (a second Ctrl-C still stops it), then the interrupt goes on.
+            log.info("interrupted: finishing the report of %s first", out_dir)
+            write_report(out_dir, index_link=link)
+            raise
     except Exception as exc:  # noqa: BLE001 - any failure here is reported, never fatal
         log.error("report for %s not written: %s", out_dir, exc)
 

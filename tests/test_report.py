@@ -192,3 +192,26 @@ def test_report_command_on_a_folder_without_runs(tmp_path: Path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"stream-pipeline: error: {events} is a file: give the run's output folder (the one holding events.jsonl)"]
+
+
+def test_ctrl_c_while_the_report_is_written_finishes_it_then_stops(folder_run: Path, tmp_path: Path, monkeypatch):
+    """Ctrl-C (or SIGTERM) just after the last frame landed in the report's writing and left none."""
+    from stream_pipeline import runner
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(folder_run / "highway_overpass_720p", run_dir)
+    original = (run_dir / "report.html").read_text(encoding="utf-8")
+    (run_dir / "report.html").unlink()
+    shutil.rmtree(run_dir / "report")
+    real, calls = runner.write_report, []
+
+    def interrupted_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "write_report", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        runner._write_report(run_dir, folder_mode=True)
+    assert (run_dir / "report.html").read_text(encoding="utf-8") == original

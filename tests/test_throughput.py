@@ -97,6 +97,22 @@ def test_live_video_plays_at_stream_time_not_fast_forward(tmp_path: Path, videos
     assert shown == pytest.approx([s - stamps[0] for s in stamps], abs=0.002)
 
 
+def test_live_video_has_a_keyframe_every_2_s_of_stream_time_when_frames_are_skipped(tmp_path: Path, videos: Path):
+    """A killed live run's file plays up to its last keyframe: at 2.5 processed FPS of a 25 fps
+    camera, keyframes counted in frames (gop 50) came 20 s apart."""
+    import av
+
+    from stream_pipeline.sinks.video import VideoSink
+
+    images = [f.image for f in _frames(VideoFileSource(videos / "urban_arterial.mp4"))[:40]]
+    with VideoSink(tmp_path / "live.mp4", 25.0, timed=True) as sink:
+        for i, image in enumerate(images):
+            sink.write(image, 0.4 * i)
+    with av.open(str(tmp_path / "live.mp4")) as container:
+        keys = [float(p.pts * p.time_base) for p in container.demux(video=0) if p.is_keyframe and p.pts is not None]
+    assert keys[0] == 0.0 and max(b - a for a, b in zip(keys, keys[1:] + [15.6])) <= 2.0 + 1e-6, keys
+
+
 def test_encode_behind_reports_a_failed_write(tmp_path: Path, videos: Path, monkeypatch):
     import av
 

@@ -23,6 +23,7 @@ from stream_pipeline.sinks.outdir import output_error
 
 log = logging.getLogger(__name__)
 TIMED_BASE = Fraction(1, 1000)  # timed (live) videos: presentation times in milliseconds
+KEYFRAME_EVERY_MS = 2000  # timed videos: a keyframe (and so a fragment) every 2 s of stream time
 
 
 class VideoSink:
@@ -43,6 +44,7 @@ class VideoSink:
         self.timed = timed
         self._first_ts: float | None = None
         self._last_pts = -1
+        self._last_key_pts: int | None = None
         self._size: tuple[int, int] | None = None
         self._av_container = None
         self._av_stream = None
@@ -129,6 +131,11 @@ class VideoSink:
             frame = av.VideoFrame.from_ndarray(image, format="bgr24")
             if self.timed:
                 frame.pts, frame.time_base = self._pts(timestamp_s), TIMED_BASE
+                # gop_size counts frames: with frames skipped to stay live, keyframes (where a
+                # killed run's file can be played up to) came 9-16 s apart; force them by time
+                if self._last_key_pts is None or frame.pts - self._last_key_pts >= KEYFRAME_EVERY_MS:
+                    frame.pict_type = av.video.frame.PictureType.I
+                    self._last_key_pts = frame.pts
             try:
                 for packet in self._av_stream.encode(frame):
                     self._av_container.mux(packet)
