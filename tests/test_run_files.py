@@ -115,6 +115,23 @@ def test_a_recording_with_sound_only_is_named_as_such(tmp_path: Path, no_brands_
         f"stream-pipeline: error: cannot open video (no video stream: audio only): {sound}"]
 
 
+def test_a_rerun_after_fixing_an_input_that_never_opened_needs_no_overwrite(tmp_path: Path, videos: Path,
+                                                                           no_brands_config: Path):
+    """The first try left only `started` / `error` in events.jsonl: nothing there to protect."""
+    clip, out = tmp_path / "gate.mp4", tmp_path / "out"
+    clip.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4096))  # copied before the recorder finished
+    first = run_cli("run", str(clip), "--config", str(no_brands_config), "--out", str(out), "--max-frames", "5")
+    assert first.returncode == 3 and (out / "events.jsonl").is_file(), first.stderr
+    clip.unlink()
+    clip.symlink_to(videos / "intel_parking_lot.mp4")
+    again = run_cli("run", str(clip), "--config", str(no_brands_config), "--out", str(out), "--max-frames", "5")
+    assert again.returncode == 0, again.stderr
+    statuses = [e.get("status") for e in read_events(out / "events.jsonl")]
+    assert statuses[-1] == "ended" and "error" not in statuses  # the failed try is gone
+    third = run_cli("run", str(clip), "--config", str(no_brands_config), "--out", str(out), "--max-frames", "5")
+    assert third.returncode == 2 and "already holds a run" in third.stderr  # a run that started is protected
+
+
 @pytest.mark.parametrize("sig, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_ctrl_c_finalises_video_and_writes_open_tracks(tmp_path: Path, videos: Path, no_brands_config: Path,
                                                        sig, exit_code):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import tempfile
@@ -47,23 +48,42 @@ def previous_runs(out: Path) -> list[Path]:
     return runs + sorted(d for d in out.iterdir() if d.is_dir() and (d / "events.jsonl").is_file())
 
 
+def never_started(run: Path) -> bool:
+    """A run that processed no frame (its source never opened: its log holds only `stream`
+    events, none with frames): nothing in it is worth protecting, so a rerun once the file or
+    camera is fixed need not be told --overwrite."""
+    try:
+        with (run / "events.jsonl").open("rb") as log:
+            head = log.read(1 << 16)
+            if log.read(1):
+                return False  # a log this long is a run
+        events = [json.loads(line) for line in head.splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return False
+    return all(isinstance(e, dict) and e.get("event") == "stream" and e.get("status") in ("started", "error")
+               and not e.get("frames") for e in events)
+
+
 def check_out_dir(out: Path, overwrite: bool) -> None:
     """Refuse an output folder that already holds a run, unless told to replace it: a rerun would
     overwrite its records and mix its snapshots with the new run's. Nothing is removed here:
     `clear_previous_runs` does that once the models have loaded, so a run that cannot start
     leaves the previous one as it was."""
-    runs = previous_runs(out)
+    runs = [run for run in previous_runs(out) if not never_started(run)]
     if runs and not overwrite:
         where = out if runs == [out] else f"{out} ({len(runs)} run folders)"
         raise UserError(f"--out {where} already holds a run (events.jsonl); choose another folder, "
                         "or pass --overwrite to replace it")
 
 
-def clear_previous_runs(out: Path) -> None:
+def clear_previous_runs(out: Path, only_never_started: bool = False) -> None:
     """--overwrite: remove the previous runs' own outputs (RUN_OUTPUTS in each run folder,
     FOLDER_OUTPUTS at the root); nothing else in the folder is touched, and a folder that holds
-    no run is left alone (an index.html of the user's own is not a run's)."""
+    no run is left alone (an index.html of the user's own is not a run's). `only_never_started`:
+    only runs whose source never opened, the folder's own outputs kept."""
     runs = previous_runs(out)
+    if only_never_started:
+        runs = [run for run in runs if never_started(run)]
     if not runs:
         return
     try:
@@ -74,7 +94,7 @@ def clear_previous_runs(out: Path) -> None:
                     shutil.rmtree(target)
                 elif target.exists() or target.is_symlink():
                     target.unlink()
-        for name in FOLDER_OUTPUTS:
+        for name in FOLDER_OUTPUTS if not only_never_started else ():
             if (out / name).is_file():
                 (out / name).unlink()
     except OSError as exc:
@@ -93,9 +113,8 @@ class OutDirClaim:
         prepare_out_dir(out)
 
     def take(self) -> None:
-        """The run starts: clear the previous one (--overwrite)."""
-        if self.overwrite:
-            clear_previous_runs(self.out)
+        """The run starts: clear the previous one (--overwrite), or one whose source never opened."""
+        clear_previous_runs(self.out, only_never_started=not self.overwrite)
 
     @contextmanager
     def loading_models(self):
