@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 SHARED ?= $(or $(STREAM_PIPELINE_SHARED),../shared)
 
 demo: install
-	$(BIN)/stream-pipeline fetch-samples intel_parking_lot
+	$(BIN)/stream-pipeline fetch-samples intel_parking_lot yolo11n_int8_openvino_model
 	$(BIN)/stream-pipeline run samples/videos/intel_parking_lot.mp4 --out runs/demo --overwrite
 	@# The sample is top-down footage, where COCO YOLO finds few cars; with ../shared present,
 	@# a dash-cam clip shows the brand stage too (local test footage, not redistributed).

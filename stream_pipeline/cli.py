@@ -92,9 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-progress", action="store_true", help="status log lines instead of the live table")
     serve.set_defaults(func=_cmd_serve)
 
-    fetch = sub.add_parser("fetch-samples", help="fetch the sample clips listed in samples/manifest.yaml")
-    fetch.add_argument("--dest", default=None, help="folder to put them in (default: samples/videos)")
-    fetch.add_argument("names", nargs="*", help="sample names (default: all)")
+    fetch = sub.add_parser("fetch-samples", help="fetch the sample clips listed in samples/manifest.yaml and, "
+                                                 "without ../shared, the models the default config reads from it")
+    fetch.add_argument("--dest", default=None, help="folder to put the clips in (default: samples/videos)")
+    fetch.add_argument("names", nargs="*", help="sample or model names (default: all)")
     fetch.set_defaults(func=_cmd_fetch_samples)
 
     report = sub.add_parser("report", help="rebuild report.html from a run's events.jsonl (or index.html over a folder of runs)")

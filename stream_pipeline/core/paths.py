@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from stream_pipeline.core.errors import UserError
+from stream_pipeline.core.errors import ModelError, UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MODELS_DIR = PROJECT_ROOT / "models"
 CONFIGS_DIR = PROJECT_ROOT / "configs"
+# `stream-pipeline fetch-samples` puts the shared models it downloads here, under their shared path
+SAMPLES_DIR = PROJECT_ROOT / "samples"
 SHARED_ENV = "STREAM_PIPELINE_SHARED"
 
 
@@ -41,10 +43,23 @@ def shared_path(*parts: str, required: bool = True) -> Path | None:
 
 
 def resolve_model_path(value: str | Path) -> Path:
-    """Resolve a model path from config: absolute, `shared:` prefixed, or project-relative."""
+    """Resolve a model path from config: absolute, `shared:` prefixed, or project-relative.
+    A `shared:` path missing from the shared folder is looked for where `fetch-samples`
+    downloads it (samples/<path>): users without ../shared fetch what the default config needs."""
     text = str(value)
     if text.startswith("shared:"):
-        return shared_dir().joinpath(text[len("shared:"):].lstrip("/"))
+        relative = text[len("shared:"):].lstrip("/")
+        base = shared_dir(required=False)
+        if base is not None and base.joinpath(relative).exists():
+            return base.joinpath(relative)
+        if SAMPLES_DIR.joinpath(relative).exists():
+            return SAMPLES_DIR.joinpath(relative)
+        if base is None:
+            env = os.environ.get(SHARED_ENV)
+            where = Path(env).expanduser() if env else PROJECT_ROOT.parent / "shared"
+            raise ModelError(f"model {text} not found: no shared data folder at {where} (set {SHARED_ENV}, "
+                             "or run `stream-pipeline fetch-samples` to download it)")
+        return base.joinpath(relative)  # missing: each caller names what it was looking for
     path = Path(text).expanduser()
     if path.is_absolute():
         return path
