@@ -87,3 +87,21 @@ def test_neighbours_that_only_touch_are_not_merged():
     for i in range(30):
         tracked, _ = tracker.update(pair, _frame(i))
     assert len(tracked) == 2 and len(tracker.flush()) == 2
+
+
+def test_the_video_label_shows_the_tracks_class_not_this_frames_box(monkeypatch):
+    """A van boxed as a truck in one frame is labelled with the class its record will give."""
+    from collections import Counter
+
+    from stream_pipeline.sinks import annotate
+    from stream_pipeline.tracking.tracker import TrackState
+
+    texts = []
+    monkeypatch.setattr(annotate, "_label", lambda image, text, *args: texts.append(text))
+    names = {2: "car", 7: "truck"}
+    state = TrackState(5, 0, 0.0, 9, 0.3, np.array([10, 10, 90, 60], np.float32), class_votes=Counter({2: 8, 7: 1}))
+    tracked = Detections(np.array([[10, 10, 90, 60]], np.float32), np.array([0.9], np.float32),
+                         np.array([7], np.int32), np.array([5]))
+    frame = Frame(image=np.zeros((120, 160, 3), np.uint8), index=9, timestamp_s=0.3, source="clip")
+    annotate.Annotator(names, draw_clock=False).draw(frame, tracked, {5: state}, 1)
+    assert texts == ["#5 car"]

@@ -47,8 +47,10 @@ class Annotator:
             color = _color(track_id)
             x1, y1, x2, y2 = (int(round(v)) for v in xyxy)
             cv2.rectangle(image, (x1, y1), (x2, y2), color, thickness + 1)
-            text = f"#{track_id} {self.class_names.get(int(class_id), str(class_id))}"
             track = tracks.get(int(track_id))
+            # the track's majority class, as its record will say (one frame's box may say truck)
+            shown_class = track.class_id if track is not None and track.class_votes else int(class_id)
+            text = f"#{track_id} {self.class_names.get(int(shown_class), str(shown_class))}"
             brand_state = track.brand if track is not None else None
             if brand_state is not None:
                 decision = brand_state.votes.decision()

@@ -77,7 +77,10 @@ class VideoSink:
             raise OutputError(f"cannot write video {self.partial_path}")
         self._cv_writer = writer
         self.codec_name = "mp4v (MPEG-4 part 2, OpenCV)"
-        log.warning("H.264 encoder unavailable; writing %s with the fallback codec %s", self.path, self.codec_name)
+        if self.requested == "auto":  # mp4v asked for by name is no fallback
+            log.warning("H.264 encoder unavailable; writing %s with the fallback codec %s", self.path, self.codec_name)
+        else:
+            log.info("writing %s as %s", self.path, self.codec_name)
 
     def _open_h264(self, width: int, height: int) -> bool:
         try:
