@@ -461,3 +461,41 @@ def test_a_damaged_gallery_file_is_one_line_and_exit_4(tmp_path, damage, reason)
         result = run_cli(*args, "--gallery", str(path))
         assert result.returncode == 4, result.stderr
         assert result.stderr.strip().count("\n") == 0 and reason in result.stderr and str(path) in result.stderr
+
+
+def test_an_enrolled_brand_closer_to_the_non_badges_is_unknown_and_a_trained_one_is_not(tmp_path):
+    # what the logo detector boxes on bodywork sits near [0, 1]; an enrolled brand whose few
+    # photos also sit near there must not take such boxes, a trained brand is left to the softmax
+    refs = _unit([1, 0], [0.6, 0.8], [0.0, 1.0])
+    g = Gallery(refs, np.array(["audi", "chrysler", "bmw"], object), np.array(["train", "enrolled", "train"], object),
+                0.3, "x", scoring="prototype", negatives=_unit([0.2, 0.98], [0.1, 0.99], [0.3, 0.95]),
+                negative_margin=0.0)
+    near_chrysler = _unit([0.55, 0.83])  # chrysler's score 0.998; its negatives' 0.915: a badge
+    blank = _unit([0.35, 0.94])  # chrysler 0.96, negatives ~0.998: not a badge
+    assert [p.brand for p in g.match(np.concatenate([near_chrysler, blank]))] == ["chrysler", UNKNOWN_BRAND]
+    g2 = g.copy()
+    g2.remove("chrysler")  # now bmw (trained) is the nearest brand of the blank crop: not judged here
+    assert g2.match(blank)[0].brand == "bmw"
+    g.save(tmp_path / "g.npz")
+    loaded = Gallery.load(tmp_path / "g.npz")
+    assert loaded.negative_margin == 0.0 and loaded.negatives.shape == (3, 2)
+    assert [p.brand for p in loaded.match(np.concatenate([near_chrysler, blank]))] == ["chrysler", UNKNOWN_BRAND]
+    old = Gallery(refs, g.brands, g.origins, 0.3, "x", scoring="prototype")  # a gallery built before negatives
+    assert old.match(blank)[0].brand == "chrysler"
+
+
+def test_blank_and_featureless_crops_are_no_brand_while_an_enrolled_brand_is_still_named(lancia_photos):
+    """With the shipped gallery, flat, blurred or noisy crops (a washed-out or dark frame) were named
+    chrysler, the enrolled brand whose prototype sits among small blurry crops."""
+    from stream_pipeline.brands.classifier import BrandClassifier
+    from stream_pipeline.training.classifier.negatives import featureless_crops
+
+    clf = BrandClassifier.load()
+    gallery = Gallery.load(SHIPPED)
+    assert gallery.negatives is not None and gallery.negative_margin is not None
+    clf.use_gallery(gallery)
+    blanks = featureless_crops(60, seed=7)  # not the seed the gallery's own featureless crops came from
+    named = [p.brand for p in clf.classify(blanks) if p.brand != UNKNOWN_BRAND]
+    assert len(named) <= 3, named
+    lancia = [cv2.imread(str(p)) for p in lancia_photos]
+    assert sum(p.brand == "lancia" for p in clf.classify(lancia, widths=[None] * len(lancia))) >= len(lancia) - 2

@@ -42,6 +42,7 @@ from stream_pipeline.core.types import UNKNOWN_BRAND, BrandPrediction, BrandScor
 
 GALLERY_NAME = "gallery.npz"
 TOP_K_REFS = 3  # a brand's score averages its 3 closest references: one odd reference can't win alone
+NEGATIVE_TOP_K = 3  # the non-badge score averages the 3 closest negatives, as TOP_K_REFS
 SCORINGS = ("nearest", "prototype")
 NAMERS = ("softmax", "gallery")
 KEY_RE = re.compile(r"^[0-9a-f]{1,16}$")  # an image's 64-bit perceptual hash in hex (`gallery_cli.image_key`)
@@ -93,6 +94,12 @@ class Gallery:
     # who names a badge the gallery finds to be a trained brand: the classifier's "softmax" or the
     # "gallery" itself (build-gallery picks the one more accurate on validation)
     names_trained_by: str = "softmax"
+    # Non-badges the logo detector fires on (lettering, lamps, bodywork; training/classifier/
+    # negatives.py): a badge the gallery would give to an enrolled brand, but whose mean similarity
+    # to its NEGATIVE_TOP_K closest negatives exceeds the brand's score by more than
+    # `negative_margin`, is unknown. None: no such check (galleries built before it).
+    negatives: np.ndarray | None = None
+    negative_margin: float | None = None
 
     def __post_init__(self):
         if self.scoring not in SCORINGS:
@@ -109,6 +116,10 @@ class Gallery:
         self.origins = np.asarray(self.origins, dtype=object)
         if not (len(self.embeddings) == len(self.brands) == len(self.origins) == len(self.keys)):
             raise ValueError("gallery arrays differ in length")
+        if self.negatives is not None:
+            self.negatives = normalise(np.asarray(self.negatives, np.float32))
+            if len(self.embeddings) and self.negatives.shape[1] != self.embeddings.shape[1]:
+                raise ValueError("gallery negatives differ in size from its references")
         self._index()
 
     def _index(self) -> None:
@@ -124,6 +135,9 @@ class Gallery:
         dim = self.embeddings.shape[1] if self.embeddings.ndim == 2 else 0
         self._prototypes = normalise(np.stack([self.embeddings[g].mean(axis=0) for g in groups])) if groups \
             else np.zeros((0, dim), np.float32)
+        # brands known only from enrolled photos: the softmax cannot vouch for them
+        self._enrolled_only = np.array([bool(len(g)) and bool(np.all(self.origins[g] == "enrolled")) for g in groups],
+                                       bool)
 
     # ------------------------------------------------------------------ files
 
@@ -146,7 +160,9 @@ class Gallery:
                            np.asarray(data["origins"]).astype(object), float(meta["threshold"]),
                            str(meta["model_digest"]), meta.get("info", {}), keys, int(meta.get("top_k", TOP_K_REFS)),
                            [(int(w), float(t)) for w, t in meta.get("size_thresholds", [])],
-                           str(meta.get("scoring", "nearest")), str(meta.get("names_trained_by", "softmax")))
+                           str(meta.get("scoring", "nearest")), str(meta.get("names_trained_by", "softmax")),
+                           data["negatives"].astype(np.float32) if "negatives" in data.files else None,
+                           None if meta.get("negative_margin") is None else float(meta["negative_margin"]))
         except (zipfile.BadZipFile, EOFError, zlib.error) as exc:  # truncated or damaged
             raise ModelError(f"brand gallery unreadable: {path}: damaged or incomplete file ({exc})") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -173,7 +189,9 @@ class Gallery:
         mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644
         meta = json.dumps({"threshold": self.threshold, "model_digest": self.model_digest, "top_k": self.top_k,
                            "size_thresholds": [list(band) for band in self.size_thresholds],
-                           "scoring": self.scoring, "names_trained_by": self.names_trained_by, "info": self.info})
+                           "scoring": self.scoring, "names_trained_by": self.names_trained_by,
+                           "negative_margin": self.negative_margin, "info": self.info})
+        negatives = {} if self.negatives is None else {"negatives": self.negatives.astype(np.float16)}
         tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +199,7 @@ class Gallery:
             with os.fdopen(fd, "wb") as fh:
                 np.savez_compressed(fh, embeddings=self.embeddings.astype(np.float16),
                                     brands=self.brands.astype(str), origins=self.origins.astype(str),
-                                    keys=self.keys.astype(str), meta=np.asarray(meta))
+                                    keys=self.keys.astype(str), meta=np.asarray(meta), **negatives)
             os.chmod(tmp, mode)
             os.replace(tmp, path)
         except OSError as exc:  # a read-only folder, a full disk
@@ -227,7 +245,8 @@ class Gallery:
     def copy(self) -> "Gallery":
         return Gallery(self.embeddings.copy(), self.brands.copy(), self.origins.copy(), self.threshold,
                        self.model_digest, dict(self.info), self.keys.copy(), self.top_k, list(self.size_thresholds),
-                       self.scoring, self.names_trained_by)
+                       self.scoring, self.names_trained_by,
+                       None if self.negatives is None else self.negatives.copy(), self.negative_margin)
 
     def thresholds_for(self, widths) -> np.ndarray:
         """Threshold per crop width in px (`threshold` for a width of None or below 0: a whole
@@ -270,11 +289,37 @@ class Gallery:
             limits = np.full(len(s), threshold, np.float32)
         else:
             limits = self.thresholds_for(widths if widths is not None else [None] * len(s))
+        not_badge = self.looks_like_no_badge(embeddings, s.max(axis=1), s.argmax(axis=1))
         out = []
-        for row, t in zip(s, limits):
+        for row, t, rejected in zip(s, limits, not_badge):
             order = np.argsort(-row)[:top_k]
             top = tuple(BrandScore(self.brand_names[i], float(row[i])) for i in order)
             best = int(order[0])
             conf = float(np.clip(row[best], 0.0, 1.0))
-            out.append(BrandPrediction(self.brand_names[best] if row[best] >= t else UNKNOWN_BRAND, conf, top))
+            named = row[best] >= t and not rejected
+            out.append(BrandPrediction(self.brand_names[best] if named else UNKNOWN_BRAND, conf, top))
+        return out
+
+    def negative_scores(self, embeddings: np.ndarray) -> np.ndarray:
+        """Per embedding: mean cosine similarity of its NEGATIVE_TOP_K closest negatives."""
+        q = normalise(embeddings)
+        if self.negatives is None or not len(self.negatives) or not len(q):
+            return np.full(len(q), -np.inf, np.float32)
+        sims = q @ self.negatives.T
+        k = min(NEGATIVE_TOP_K, sims.shape[1])
+        return (-np.partition(-sims, k - 1, axis=1)[:, :k]).mean(axis=1).astype(np.float32)
+
+    def looks_like_no_badge(self, embeddings: np.ndarray, best: np.ndarray, winner: np.ndarray,
+                            margin: float | None = None) -> np.ndarray:
+        """Per embedding: would an enrolled brand win (`winner`, scoring `best`) although the crop
+        is closer to the non-badges? Trained brands are vouched for by the softmax, which was
+        taught what a badge is not (its `other` class); enrolled ones have only their few photos."""
+        margin = self.negative_margin if margin is None else margin
+        if self.negatives is None or margin is None or not len(best):
+            return np.zeros(len(best), bool)
+        enrolled = self._enrolled_only[winner]
+        out = np.zeros(len(best), bool)
+        if enrolled.any():
+            idx = np.nonzero(enrolled)[0]
+            out[idx] = self.negative_scores(np.asarray(embeddings)[idx]) - best[idx] > margin
         return out

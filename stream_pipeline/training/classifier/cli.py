@@ -161,10 +161,11 @@ def _cmd_build_gallery(args) -> int:
 
     model_dir = _model_dir(args)
     gallery, report = build_and_evaluate(_shared(args), model_dir, seed=args.seed, per_brand=args.per_brand,
-                                         threads=args.threads, top_k=args.top_k, scoring=args.scoring)
+                                         threads=args.threads, top_k=args.top_k, scoring=args.scoring,
+                                         use_negatives=not args.no_negatives)
     path = write_gallery(gallery, report, model_dir)
     print(json.dumps({k: report[k] for k in ("references", "threshold", "calibration", "unknown_rejection_crossfit",
-                                             "enrolment", "softmax_test_top1")}, indent=1))
+                                             "enrolment", "non_badges", "softmax_test_top1")}, indent=1))
     print(f"gallery: {path}")
     return 0
 
@@ -305,6 +306,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--top-k", type=int, default=None, help="references averaged per brand score (default: chosen on val)")
     p.add_argument("--scoring", choices=["nearest", "prototype"], default=None,
                    help="a brand's score: its nearest references, or the mean of its references (default: chosen on val)")
+    p.add_argument("--no-negatives", action="store_true",
+                   help="no non-badge references (the logo detector's boxes that are not badges; they keep enrolled "
+                        "brands from being given to lettering, lamps and blank crops)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=1337)
     common(p)

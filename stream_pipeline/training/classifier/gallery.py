@@ -159,8 +159,67 @@ def _accuracy(truth: list[str], pred: list[str]) -> float:
 TOP_K_CHOICES = (1, 3)
 
 
+NEGATIVE_MARGINS = np.round(np.arange(-0.1, 0.3001, 0.025), 3)
+
+
+def _named_enrolled(gallery: Gallery, emb: np.ndarray, widths: np.ndarray, margin: float | None) -> tuple:
+    """Per embedding: (named at all, named an enrolled-only brand, the brand) with `margin`."""
+    s = gallery.scores(emb)
+    best, winner = s.max(axis=1), s.argmax(axis=1)
+    named = (best >= gallery.thresholds_for(widths)) & ~gallery.looks_like_no_badge(emb, best, winner, margin)
+    return named, named & gallery._enrolled_only[winner], np.array(gallery.brand_names, object)[winner]
+
+
+def calibrate_negatives(base: Gallery, clf: BrandClassifier, e_unseen: np.ndarray, w_unseen: np.ndarray,
+                        unseen_brand: np.ndarray) -> dict:
+    """Give `base` its negatives (train split) and the margin that, on the shipped gallery (the
+    held-out brands enrolled), rejects the most val-split non-badges named as an enrolled brand
+    for the fewest held-out brands' photos no longer named as their brand (each a share of its
+    set). Returns the figures for the report, test-split non-badges included."""
+    from stream_pipeline.core.config import BrandsConfig
+    from stream_pipeline.core.paths import resolve_model_path
+    from stream_pipeline.training.classifier.negatives import embed_negatives
+
+    detector = resolve_model_path(BrandsConfig().logo_detector)
+    base.negatives, _ = embed_negatives(clf, "train", detector, featureless=True)
+    e_nval, w_nval = embed_negatives(clf, "val", detector)
+    e_ntest, w_ntest = embed_negatives(clf, "test", detector)
+    probe = base.copy()
+    for b in sorted(set(unseen_brand)):
+        probe.add(b, e_unseen[unseen_brand == b])
+    neg_named0 = _named_enrolled(probe, e_nval, w_nval, None)[1]
+    named0, _, brand0 = _named_enrolled(probe, e_unseen, w_unseen, None)
+    own0 = named0 & (brand0 == unseen_brand)
+    scores = {}
+    for m in NEGATIVE_MARGINS:
+        neg_named = _named_enrolled(probe, e_nval, w_nval, float(m))[1]
+        named, _, brand = _named_enrolled(probe, e_unseen, w_unseen, float(m))
+        own = named & (brand == unseen_brand)
+        scores[float(m)] = float(np.mean(neg_named0 & ~neg_named) - np.mean(own0 & ~own))
+    margin = max(scores, key=lambda m: (round(scores[m], 6), m))  # ties: the milder rule
+    base.negative_margin = margin
+
+    def figures(emb, widths, m):
+        named, enrolled, _ = _named_enrolled(probe, emb, widths, m)
+        return {"named": round(float(named.mean()), 4), "named_enrolled_brand": round(float(enrolled.mean()), 4)}
+
+    own_after = _named_enrolled(probe, e_unseen, w_unseen, margin)
+    return {
+        "negatives": int(len(base.negatives)), "margin": margin,
+        "margin_choice_on_val": {str(m): round(v, 4) for m, v in scores.items()},
+        "val_nonbadges": {"crops": int(len(e_nval)), "before": figures(e_nval, w_nval, None),
+                          "after": figures(e_nval, w_nval, margin)},
+        "test_nonbadges": {"crops": int(len(e_ntest)), "before": figures(e_ntest, w_ntest, None),
+                           "after": figures(e_ntest, w_ntest, margin)},
+        "held_out_photos_named_as_their_brand_in_sample": {
+            "before": round(float(own0.mean()), 4),
+            "after": round(float((own_after[0] & (own_after[2] == unseen_brand)).mean()), 4)},
+    }
+
+
 def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_brand: int | None = REFS_PER_BRAND,
-                       threads: int = 2, top_k: int | None = None, scoring: str | None = None) -> tuple[Gallery, dict]:
+                       threads: int = 2, top_k: int | None = None, scoring: str | None = None,
+                       use_negatives: bool = True) -> tuple[Gallery, dict]:
     """scoring: "nearest" (top_k closest references; top_k chosen on validation when None),
     "prototype" (the mean of a brand's references), or None: chosen on validation among both."""
     from stream_pipeline.training.classifier import train
@@ -243,6 +302,10 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
                      for b in unseen_brands}
     val_limit = base.thresholds_for(w_val)
 
+    # Non-badges (training/classifier/negatives.py): found on the logo detector's train split,
+    # the margin chosen on its val split, judged on its test split.
+    negatives = calibrate_negatives(base, clf, e_unseen, w_unseen, brand_of) if use_negatives else None
+
     # Known brands on test, with the gallery decision.
     test_best, test_pred = best_scores(base, e_test)
     test_limit = base.thresholds_for(w_test)
@@ -316,6 +379,7 @@ def build_and_evaluate(shared: Path, model_dir: Path, seed: int = 1337, per_bran
         "known_test": known_metrics,
         "softmax_test_top1": round(softmax_top1, 4),
         "enrolment": enrolment,
+        "non_badges": negatives,
         "seconds": round(time.time() - t0, 1),
     }
     shipped.info = {"built_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
