@@ -105,3 +105,18 @@ def test_the_video_label_shows_the_tracks_class_not_this_frames_box(monkeypatch)
     frame = Frame(image=np.zeros((120, 160, 3), np.uint8), index=9, timestamp_s=0.3, source="clip")
     annotate.Annotator(names, draw_clock=False).draw(frame, tracked, {5: state}, 1)
     assert texts == ["#5 car"]
+
+
+def test_a_vehicles_class_is_decided_by_its_near_views():
+    """A box truck driving away is boxed as a car in most of its small, far frames."""
+    tracker = VehicleTracker(TrackerConfig(min_hits=1), frame_rate=30)
+    image = np.zeros((720, 1280, 3), np.uint8)
+    ended = []
+    for i in range(12):
+        near = i < 3  # large as a truck first, then small and far
+        w = 300 - 25 * i
+        box = np.array([[400.0, 300.0, 400.0 + w, 300.0 + 0.8 * w]], np.float32)
+        dets = Detections(box, np.array([0.9], np.float32), np.array([7 if near else 2], np.int32))
+        ended += tracker.update(dets, Frame(image=image, index=i, timestamp_s=i / 30))[1]
+    ended += tracker.flush()
+    assert [(t.class_votes[2], t.class_votes[7], t.class_id) for t in ended] == [(9, 3, 7)]

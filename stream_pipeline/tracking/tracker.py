@@ -72,6 +72,9 @@ class TrackState:
     hits: int = 0
     last_confidence: float = 0.0
     class_votes: Counter = field(default_factory=Counter)
+    # per class, the summed box area of its detections: the class decision weighs near views
+    # over far ones (a box truck driving away was a "car" in most of its tiny frames)
+    class_area: Counter = field(default_factory=Counter)
     confirmed: bool = False
     # Brand-stage state (votes, best badge); set by the brand stage, dropped with the track.
     brand: "TrackBrand | None" = None
@@ -83,7 +86,8 @@ class TrackState:
 
     @property
     def class_id(self) -> int:
-        return self.class_votes.most_common(1)[0][0]
+        votes = self.class_area if self.class_area else self.class_votes
+        return votes.most_common(1)[0][0]
 
 
 def load_tracker_yaml(path: str | Path) -> SimpleNamespace:
@@ -106,11 +110,14 @@ def load_tracker_yaml(path: str | Path) -> SimpleNamespace:
 
 
 # ByteTrack's `track_buffer` is in frames at this rate (ultralytics scales it by the frame rate
-# the same way): track_buffer / 30 is the seconds a track is kept without a match.
+# the same way).
 BUFFER_FPS = 30.0
-# ByteTrack's own count of unmatched updates, in lost-track buffers at the nominal frame rate, is
-# kept only as a backstop: a source whose timestamps stop advancing must not keep tracks forever.
-BACKSTOP_BUFFERS = 4
+# A lost track is kept for `track_buffer` of ByteTrack's updates (processed frames): when a busy
+# machine skips frames, in bursts, a vehicle is found again a few updates later, and keeping it
+# fewer updates split one vehicle into a record per burst (live highway at ~7 FPS: median record
+# 60-74 frames long by updates, 5-9 frames with a 1 s clock). Stream time bounds it too: a
+# vehicle not matched for GAP_S of stream time has ended (a gap with no stall notice).
+GAP_S = 5.0
 
 
 class VehicleTracker:
@@ -122,11 +129,8 @@ class VehicleTracker:
         self.config = config
         self.args = load_tracker_yaml(config.config)
         self._tracker = BYTETracker(self.args)
-        # Tracks age by stream time (`_expire`), so the buffer means the same at any processed
-        # frame rate (serve at 5 FPS would otherwise keep a gone vehicle 6 s instead of 1 s).
-        self.lost_after_s = self.args.track_buffer / BUFFER_FPS
-        nominal = max(1, int(round(frame_rate / BUFFER_FPS * self.args.track_buffer)))
-        self._tracker.max_frames_lost = BACKSTOP_BUFFERS * nominal
+        self._tracker.max_frames_lost = max(1, int(round(frame_rate / BUFFER_FPS * self.args.track_buffer)))
+        self.lost_after_s = max(GAP_S, self.args.track_buffer / BUFFER_FPS)  # see GAP_S
         self.tracks: dict[int, TrackState] = {}
         self.confirmed_count = 0
         self._overlap_runs: dict[tuple[int, int], int] = {}  # (older id, younger id) -> frames overlapping
@@ -154,6 +158,7 @@ class VehicleTracker:
             state.hits += 1
             state.last_confidence = float(score)
             state.class_votes[int(class_id)] += 1
+            state.class_area[int(class_id)] += float(max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]))
             if not state.confirmed and state.hits >= self.config.min_hits:
                 state.confirmed = True
                 self.confirmed_count += 1
@@ -240,6 +245,7 @@ class VehicleTracker:
         older.first_frame, older.first_seen_s = min(older.first_frame, younger.first_frame), min(
             older.first_seen_s, younger.first_seen_s)
         older.class_votes.update(younger.class_votes)
+        older.class_area.update(younger.class_area)
         if younger.best_view_area > older.best_view_area:
             older.best_view, older.best_view_area = younger.best_view, younger.best_view_area
         if younger.brand is not None:
