@@ -166,6 +166,17 @@ def test_a_plate_read_as_unknown_is_not_evidence_against_the_badge():
     assert votes.tally().agreement == 1.0
 
 
+def test_a_brand_read_on_a_licence_plate_is_no_vote():
+    """Plates were read as land-rover and dacia (look-alike glyphs), on every try of the vehicle."""
+    votes = BrandVotes(min_votes=3, min_agreement=0.6)
+    for _ in range(6):
+        votes.add(_p("land-rover", 0.8), badge_px=70, plate_like=True)
+    assert votes.decision().brand == UNKNOWN_BRAND and votes.support("land-rover") == 0
+    for _ in range(3):
+        votes.add(_p("volkswagen", 0.9), badge_px=30)
+    assert votes.decision().brand == "volkswagen" and votes.tally().agreement == 1.0
+
+
 @pytest.mark.parametrize("badge_px, against", [(None, 0.0), (20, 0.0), (24, 0.0), (32, 0.25), (40, 0.5), (90, 0.5)])
 def test_weight_against_ramps_with_badge_width(badge_px, against):
     """No step at one pixel; a reading of unknown size is not evidence against."""
@@ -266,3 +277,19 @@ def test_vote_thresholds_beyond_the_vote_window_are_refused(tmp_path, text, expe
     with pytest.raises(ConfigError) as error:
         load_config(path)
     assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_plate_is_the_badge_snapshot_only_when_nothing_else_was_read():
+    """The report's badge column showed licence plates for most unknown vehicles."""
+    import numpy as np
+
+    from stream_pipeline.brands.recognizer import BadgeReading, TrackBrand
+
+    state = TrackBrand(BrandVotes(min_votes=3))
+    box, image = np.zeros(4, np.float32), np.zeros((8, 8, 3), np.uint8)
+    plate = BadgeReading(1, 10, box, 0.6, _p("land-rover", 0.8), image, plate_like=True)
+    state.keep_if_best(plate)
+    assert state.best_badge_for(UNKNOWN_BRAND) is plate  # nothing else was read
+    grille = BadgeReading(1, 12, box, 0.5, _p(UNKNOWN_BRAND, 0.3), image)
+    state.keep_if_best(grille)
+    assert state.best_badge_for(UNKNOWN_BRAND) is grille and state.best_badge_for("land-rover") is None

@@ -39,7 +39,10 @@ class BadgeReading:
     badge_confidence: float
     prediction: BrandPrediction
     badge_image: np.ndarray
+    plate_like: bool = False  # the box read looks like a licence plate
 
+
+PLATE_KEY = "\0plate"  # where plate readings are kept in best_by_brand: under no brand
 
 @dataclass
 class TrackBrand:
@@ -55,17 +58,20 @@ class TrackBrand:
     last_badge_frame: int = -1
 
     def keep_if_best(self, reading: BadgeReading) -> None:
-        best = self.best_by_brand.get(reading.prediction.brand)
+        # a plate is no badge of any brand (votes.py): kept apart, the snapshot of last resort
+        key = PLATE_KEY if reading.plate_like else reading.prediction.brand
+        best = self.best_by_brand.get(key)
         if best is None or reading.prediction.confidence > best.prediction.confidence:
-            self.best_by_brand[reading.prediction.brand] = reading
+            self.best_by_brand[key] = reading
 
     def best_badge_for(self, brand: str) -> BadgeReading | None:
         """The badge snapshot for a record naming `brand`: its best reading. With no brand decided,
-        the best reading that named any brand, else the best unknown one."""
+        the best reading that named any brand, else the best unknown one, else a plate's."""
         if brand != UNKNOWN_BRAND:
             return self.best_by_brand.get(brand)
-        named = [r for b, r in self.best_by_brand.items() if b != UNKNOWN_BRAND]
-        candidates = named or list(self.best_by_brand.values())
+        named = [r for b, r in self.best_by_brand.items() if b not in (UNKNOWN_BRAND, PLATE_KEY)]
+        candidates = named or [r for b, r in self.best_by_brand.items() if b == UNKNOWN_BRAND] or \
+            list(self.best_by_brand.values())
         return max(candidates, key=lambda r: r.prediction.confidence, default=None)
 
     @property
@@ -206,7 +212,8 @@ class BrandRecognizer:
             state = track.brand
             state.votes.add(prediction, badge_px=float(box[2] - box[0]), plate_like=plate)
             state.last_badge_xyxy, state.last_badge_frame = box, frame.index
-            state.keep_if_best(BadgeReading(track.track_id, frame.index, box, logo_conf, prediction, badge.copy()))
+            state.keep_if_best(BadgeReading(track.track_id, frame.index, box, logo_conf, prediction, badge.copy(),
+                                            plate_like=plate))
             decision = state.votes.decision()
             if decision.brand != state.announced:
                 state.announced = decision.brand

@@ -16,7 +16,8 @@ whose "S.R.S." lettering was read 43 times, 36 of them as unknown, was named aft
 readings that matched an enrolled brand. It gates the decision only: the decision's confidence
 is still the named readings' agreement times their mean confidence, so a brand is not penalised
 twice. Not evidence against: unknown readings of a box that looks like a licence plate (read
-only when no other box was there; a plate is not the badge) and of a badge of unknown size.
+only when no other box was there; a plate is not the badge) and of a badge of unknown size; nor
+evidence for: a brand read on a plate-like box.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ class Vote:
 
     @property
     def named(self) -> bool:
-        return self.prediction.brand != UNKNOWN_BRAND
+        # a licence plate is not the badge: a brand read on one (plates read as land-rover, dacia
+        # by look-alike glyphs) is no vote, as an unknown one is no vote against
+        return self.prediction.brand != UNKNOWN_BRAND and not self.plate_like
 
     @property
     def against(self) -> float:
@@ -102,9 +105,10 @@ class BrandVotes:
         self._by_brand: Counter = Counter()  # all readings ever, per brand named ("unknown" included)
 
     def add(self, prediction: BrandPrediction, badge_px: float | None = None, plate_like: bool = False) -> None:
-        self._votes.append(Vote(prediction, badge_px, plate_like))
+        vote = Vote(prediction, badge_px, plate_like)
+        self._votes.append(vote)
         self.readings += 1
-        self._by_brand[prediction.brand] += 1
+        self._by_brand[prediction.brand if vote.named else UNKNOWN_BRAND] += 1
 
     def merge(self, other: "BrandVotes") -> None:
         """Take another track's readings (a duplicate track of the same vehicle)."""
