@@ -23,6 +23,9 @@ S = "s3cr3T"
         (f"rtsp://admin:p@{S}@[fe80::1]:554/s?x=1", "rtsp://admin:***@[fe80::1]:554/s?x=1"),  # '@' and IPv6
         (f"rtsp://admin:{S}@cam", "rtsp://admin:***@cam"),
         ("rtsp://cam/x?mail=ops@example.com", "rtsp://cam/x?mail=ops@example.com"),  # no user info
+        (f"rtsp://admin:{S}@[fe80::1%25eth0]:554/live", "rtsp://admin:***@[fe80::1%25eth0]:554/live"),  # zone id
+        (f"rtsp://admin:{S}@cam.local!", "rtsp://admin:***@cam.local!"),
+        (f"rtsp://admin:{S}@c\\u00e4m.local/live", "rtsp://admin:***@c\\u00e4m.local/live"),  # JSON-escaped host
         (f"rtsp://127.0.0.1:8554/cam?user=admin&password={S}", "rtsp://127.0.0.1:8554/cam?user=admin&password=***"),
         (f"rtsp://cam/x?pass={S}", "rtsp://cam/x?pass=***"),
         (f"rtsp://cam/x?pwd={S}&channel=1", "rtsp://cam/x?pwd=***&channel=1"),

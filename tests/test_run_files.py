@@ -130,6 +130,14 @@ def test_a_rerun_after_fixing_an_input_that_never_opened_needs_no_overwrite(tmp_
     assert statuses[-1] == "ended" and "error" not in statuses  # the failed try is gone
     third = run_cli("run", str(clip), "--config", str(no_brands_config), "--out", str(out), "--max-frames", "5")
     assert third.returncode == 2 and "already holds a run" in third.stderr  # a run that started is protected
+    # a live run killed before its first record: its log is `started` alone, its video partial
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "events.jsonl").write_text((out / "events.jsonl").read_text().splitlines()[0] + "\n")
+    (killed / "annotated.partial.mp4").write_bytes(b"\0" * 64)
+    fourth = run_cli("run", str(clip), "--config", str(no_brands_config), "--out", str(killed), "--max-frames", "5")
+    assert fourth.returncode == 2 and "already holds a run" in fourth.stderr
+    assert (killed / "annotated.partial.mp4").stat().st_size == 64
 
 
 @pytest.mark.parametrize("sig, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])

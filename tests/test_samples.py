@@ -19,6 +19,11 @@ def test_without_shared_the_detector_is_fetched_and_then_found(tmp_path: Path, s
     monkeypatch.setattr(samples, "SAMPLES_DIR", tmp_path / "samples")
     with pytest.raises(ModelError, match="fetch-samples"):
         paths.resolve_model_path(MODEL)
+    (tmp_path / "empty_shared").mkdir()  # a shared folder without the model names it too
+    monkeypatch.setenv(paths.SHARED_ENV, str(tmp_path / "empty_shared"))
+    with pytest.raises(ModelError, match="fetch-samples"):
+        paths.resolve_model_path(MODEL)
+    monkeypatch.setenv(paths.SHARED_ENV, str(tmp_path / "no_shared_here"))
     # the manifest's public URLs, served from a local copy of the same files (no network here)
     real = samples.load_models
 

@@ -59,7 +59,8 @@ def resolve_model_path(value: str | Path) -> Path:
             where = Path(env).expanduser() if env else PROJECT_ROOT.parent / "shared"
             raise ModelError(f"model {text} not found: no shared data folder at {where} (set {SHARED_ENV}, "
                              "or run `stream-pipeline fetch-samples` to download it)")
-        return base.joinpath(relative)  # missing: each caller names what it was looking for
+        raise ModelError(f"model {text} not found in {base} nor in {SAMPLES_DIR} "
+                         "(run `stream-pipeline fetch-samples` to download it)")
     path = Path(text).expanduser()
     if path.is_absolute():
         return path

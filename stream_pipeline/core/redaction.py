@@ -32,8 +32,11 @@ def _redact_url(url: str) -> str:
     # them): the user info ends at the last '@' followed by a host. Masking too much (an '@' in
     # a query value) is safe; too little leaks the password.
     ends = [m.start() for m in re.finditer("@", rest) if _HOST_AFTER_AT.match(rest, m.start() + 1)]
-    if ends:
-        at = ends[-1]
+    # ...and never less than the last '@' before the query (a host this pattern does not know:
+    # an IPv6 zone id, a URL closed by ']' or '!', an escaped character)
+    query = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    at = max(ends[-1] if ends else -1, rest.rfind("@", 0, query))
+    if at >= 0:
         user, colon, _password = rest[:at].partition(":")
         if colon and not any(c in user for c in "/?#"):
             rest = f"{user}:{MASK}{rest[at:]}"

@@ -49,9 +49,12 @@ def previous_runs(out: Path) -> list[Path]:
 
 
 def never_started(run: Path) -> bool:
-    """A run that processed no frame (its source never opened: its log holds only `stream`
-    events, none with frames): nothing in it is worth protecting, so a rerun once the file or
-    camera is fixed need not be told --overwrite."""
+    """A run whose source never opened: its log holds only `stream` events, the last an `error`,
+    none with frames, and there is no video or snapshot. Nothing in it is worth protecting, so a
+    rerun once the file or camera is fixed need not be told --overwrite. A log of `started` alone
+    is a run going on (or killed) whose video is being written: protected."""
+    if any(run.glob("annotated*.mp4")) or (run / "snapshots").is_dir() and any((run / "snapshots").iterdir()):
+        return False
     try:
         with (run / "events.jsonl").open("rb") as log:
             head = log.read(1 << 16)
@@ -60,8 +63,9 @@ def never_started(run: Path) -> bool:
         events = [json.loads(line) for line in head.splitlines() if line.strip()]
     except (OSError, ValueError):
         return False
-    return all(isinstance(e, dict) and e.get("event") == "stream" and e.get("status") in ("started", "error")
-               and not e.get("frames") for e in events)
+    return bool(events) and events[-1].get("status") == "error" and all(
+        isinstance(e, dict) and e.get("event") == "stream" and e.get("status") in ("started", "error")
+        and not e.get("frames") for e in events)
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
