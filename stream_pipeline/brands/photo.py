@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from stream_pipeline.brands.logo_detector import NESTED_COVER, NESTED_MIN_AREA_RATIO
+from stream_pipeline.core.config import DetectorConfig
 from stream_pipeline.core.errors import ModelError
 from stream_pipeline.core.geometry import box_iou, suppress_nested
-from stream_pipeline.core.paths import shared_dir
+from stream_pipeline.core.paths import resolve_model_path
 from stream_pipeline.core.types import Detections
 
 VEHICLE_CLASSES = [2, 3, 5, 7]
@@ -61,7 +62,8 @@ class VehicleFinder:
     def __init__(self, model_path: Path | None = None, conf: float = 0.25, imgsz: int = 640, min_side: int = 24):
         from stream_pipeline.brands.logo_detector import _OpenVinoBackend
 
-        path = Path(model_path) if model_path else shared_dir() / "models" / "yolo11n_int8_openvino_model"
+        # the run's default vehicle detector, wherever it is (../shared, or fetched into samples/)
+        path = Path(model_path) if model_path else resolve_model_path(DetectorConfig().model)
         xml = path if path.suffix == ".xml" else next(iter(sorted(path.glob("*.xml"))), None) if path.is_dir() else None
         if xml is None:
             raise ModelError(f"vehicle detector not found: {path}")
