@@ -56,3 +56,23 @@ def test_unknown_timestamps_and_a_clock_that_goes_back():
     # A loop or a new session restarts the stream's clock: a new pace, not a 50-s hold.
     assert pacer.due(11.0, 0.0) == 11.0
     assert StreamPacer(max_hold_s=0.0).due(7.0, 0.5) == 7.0  # buffer off
+
+
+def test_frames_of_a_burst_carry_their_stream_pace_not_their_arrival(monkeypatch):
+    """Nine frames landing within 16 ms: stamped with their arrival they were a few ms apart, then a
+    0.3 s jump, and tracking and the video's clock followed the network, not the stream."""
+    from stream_pipeline.sources import live
+    from stream_pipeline.sources.live import LiveSource
+
+    clock = [100.0]
+    monkeypatch.setattr(live.time, "monotonic", lambda: clock[0])
+    source = LiveSource("rtsp://127.0.0.1:9/none")  # never opened: frames are handed in directly
+    source._t0 = 100.0
+    image = __import__("numpy").zeros((4, 4, 3), "uint8")
+    for i in range(9 * 20):
+        burst, k = divmod(i, 9)
+        clock[0] = 100.0 + 0.3 * (burst + 1) + 0.002 * k
+        source._deliver(image, i / FPS)
+    stamps = [frame.timestamp_s for _, frame in source._pending][9 * 2:]
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert gaps == pytest.approx([1 / FPS] * len(gaps), abs=1e-6)

@@ -90,6 +90,7 @@ class LiveSource(CaptureSource):
         self._last_image: np.ndarray | None = None
         self._gap: _Gap | None = None
         self._t0 = 0.0
+        self._last_stream_s = -1.0
         self.reconnects = 0
         self._opening = False  # the reader is inside a (re)connect attempt
 
@@ -239,10 +240,16 @@ class LiveSource(CaptureSource):
 
     def _deliver(self, image: np.ndarray, pts_s: float | None = None) -> None:
         now = time.monotonic()
+        due = self._pacer.due(now, pts_s)
+        # The frame's stream time is its paced release time, not its arrival: frames that arrived
+        # in a burst, a few ms apart, are 1/fps apart in the stream (tracking, the video's clock
+        # and the events' stream_s follow the stream, not the network). Never backwards.
+        stream_s = max(due - self._t0, self._last_stream_s + 1e-3)
+        self._last_stream_s = stream_s
         frame = Frame(
             image=np.ascontiguousarray(image),
             index=self._read_count,
-            timestamp_s=now - self._t0,
+            timestamp_s=stream_s,
             source=self.name,
             captured_at=now,
         )
@@ -260,7 +267,7 @@ class LiveSource(CaptureSource):
             if notice is not None:
                 self._notices.append(notice)
             self._latest = frame
-            self._pending.append((self._pacer.due(now, pts_s), frame))
+            self._pending.append((due, frame))
             if len(self._pending) > MAX_PENDING:
                 self._pending.popleft()
                 self._dropped += 1
