@@ -411,6 +411,7 @@ def test_gallery_list_one_brand(tmp_path):
     out = run_cli("gallery", "list", "bmw", "--json")
     assert out.returncode == 0, out.stderr
     assert [row["brand"] for row in json.loads(out.stdout)["brands"]] == ["bmw"]
+    assert json.loads(out.stdout)["non_badges"] > 0  # the shipped gallery keeps non-badges from enrolled brands
     missing = run_cli("gallery", "list", "geely")
     assert missing.returncode == 2 and "'geely' is not in" in missing.stderr
 

@@ -345,13 +345,19 @@ def cmd_gallery(args) -> int:
             if not rows:
                 raise UserError(f"brand {brand!r} is not in {path}")
         if args.json:
+            non_badges = len(gallery.negatives) if gallery.negatives is not None else 0
             print(json.dumps({"gallery": str(path), "threshold": gallery.threshold, "scoring": gallery.scoring,
-                              "size_thresholds": gallery.size_thresholds, "brands": rows}))
+                              "size_thresholds": gallery.size_thresholds, "non_badges": non_badges,
+                              "non_badge_margin": gallery.negative_margin, "brands": rows}))
         else:
             bands = "".join(f", badges from {w} px {t:.3f}" for w, t in gallery.size_thresholds)
+            # a gallery made before non-badges existed lets enrolled brands take lettering and blanks
+            check = (f"; non-badge check: {len(gallery.negatives)} references, margin {gallery.negative_margin:+.3f}"
+                     if gallery.negatives is not None and gallery.negative_margin is not None
+                     else "; no non-badge check (built before it: create it again from the shipped gallery)")
             print(f"{path}: {len(gallery.brand_names)} brands, {len(gallery.brands)} references; "
                   + (f"thresholds: whole photos {gallery.threshold:.3f}{bands}" if bands
-                     else f"threshold {gallery.threshold:.3f}"))
+                     else f"threshold {gallery.threshold:.3f}") + check)
             for row in rows:
                 enrolled = f" ({row['enrolled']} enrolled)" if row["enrolled"] else ""
                 print(f"  {row['brand']:<20} {row['references']:>4} references{enrolled}")
