@@ -25,6 +25,8 @@ S = "s3cr3T"
         ("rtsp://cam/x?mail=ops@example.com", "rtsp://cam/x?mail=ops@example.com"),  # no user info
         (f"rtsp://admin:{S}@[fe80::1%25eth0]:554/live", "rtsp://admin:***@[fe80::1%25eth0]:554/live"),  # zone id
         (f"rtsp://admin:{S}@cam.local!", "rtsp://admin:***@cam.local!"),
+        (f"rtsp://admin:s3?{S}@[fe80::1%25eth0]:554/s", "rtsp://admin:***@[fe80::1%25eth0]:554/s"),  # both at once
+        (f"rtsp://admin:p#{S}@cam.local!", "rtsp://admin:***@cam.local!"),
         (f"rtsp://admin:{S}@c\\u00e4m.local/live", "rtsp://admin:***@c\\u00e4m.local/live"),  # JSON-escaped host
         (f"rtsp://127.0.0.1:8554/cam?user=admin&password={S}", "rtsp://127.0.0.1:8554/cam?user=admin&password=***"),
         (f"rtsp://cam/x?pass={S}", "rtsp://cam/x?pass=***"),

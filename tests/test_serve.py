@@ -264,3 +264,42 @@ cameras:
     assert read_events(out / "clip" / "events.jsonl")[-1]["frames"] == 20
     ghost = [e.get("status") for e in read_events(out / "ghost" / "events.jsonl") if e["event"] == "stream"]
     assert "stalled" not in ghost and ghost[-1] == "error", ghost
+
+
+def test_serve_latency_counts_from_arrival_including_the_jitter_buffer(monkeypatch):
+    """Frames of a bursty stream are held by the jitter buffer; serve's latency must include the
+    hold (README), not start at the frame's paced release."""
+    import threading
+
+    import numpy as np
+
+    from stream_pipeline.core.config import PipelineConfig
+    from stream_pipeline.serve import camera as cam
+    from stream_pipeline.serve.camera import CameraProgress, CameraSource, CameraStats
+    from stream_pipeline.serve.config import RetryConfig
+    from stream_pipeline.sources import live
+    from stream_pipeline.sources.live import LiveSource
+
+    clock = [100.0]
+    monkeypatch.setattr(live.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(cam.time, "monotonic", lambda: clock[0])
+    source = LiveSource("rtsp://127.0.0.1:9/none")  # never opened: frames are handed in directly
+    source._t0 = 100.0
+    stats = CameraStats("gate")
+    camera = CameraSource(stats, "rtsp://127.0.0.1:9/none", PipelineConfig(), RetryConfig(), threading.Event(), 1e9)
+    camera._t0 = 100.0
+    progress = CameraProgress(stats, camera)
+    image = np.zeros((4, 4, 3), np.uint8)
+    for i in range(9 * 20):  # nine frames within 16 ms every 0.3 s
+        burst, k = divmod(i, 9)
+        clock[0] = 100.0 + 0.3 * (burst + 1) + 0.002 * k
+        source._deliver(image, i / 30)
+    true = []
+    for due, frame in list(source._pending)[9 * 4:]:
+        clock[0] = due
+        camera._deliver(frame, source.opened_at)
+        clock[0] += 0.05  # processing
+        progress.update(1, 0, 1.0)
+        true.append(1000 * (clock[0] - frame.captured_at))
+    assert np.median(list(stats.latencies_ms)[-len(true):]) == pytest.approx(np.median(true), abs=1.0)
+    assert np.median(true) > 100  # the hold is there to be counted

@@ -354,7 +354,7 @@ def cmd_gallery(args) -> int:
             # a gallery made before non-badges existed lets enrolled brands take lettering and blanks
             check = (f"; non-badge check: {len(gallery.negatives)} references, margin {gallery.negative_margin:+.3f}"
                      if gallery.negatives is not None and gallery.negative_margin is not None
-                     else "; no non-badge check (built before it: create it again from the shipped gallery)")
+                     else "; no non-badge check (built before it, or with --no-negatives)")
             print(f"{path}: {len(gallery.brand_names)} brands, {len(gallery.brands)} references; "
                   + (f"thresholds: whole photos {gallery.threshold:.3f}{bands}" if bands
                      else f"threshold {gallery.threshold:.3f}") + check)

@@ -36,6 +36,10 @@ def _redact_url(url: str) -> str:
     # an IPv6 zone id, a URL closed by ']' or '!', an escaped character)
     query = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
     at = max(ends[-1] if ends else -1, rest.rfind("@", 0, query))
+    if ":" in rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0] and "@" in rest[query:]:
+        # user:pass before any '/', '?' or '#': a '?' or '#' may be the password's own, so
+        # the user info may end at any later '@' (an unknown host form); mask up to the last one
+        at = max(at, rest.rfind("@"))
     if at >= 0:
         user, colon, _password = rest[:at].partition(":")
         if colon and not any(c in user for c in "/?#"):

@@ -229,8 +229,10 @@ class CameraSource(FrameSource):
     def _deliver(self, frame: Frame, opened_at: float) -> Frame:
         index = frame.index + self._index_offset
         if self.is_live:
-            captured = opened_at + frame.timestamp_s
-            stream_s = captured - self._t0
+            stream_s = opened_at + frame.timestamp_s - self._t0
+            # latency counts from the frame's arrival (jitter buffer's hold included); its stream
+            # time is the buffer's paced release
+            captured = frame.captured_at if frame.captured_at is not None else opened_at + frame.timestamp_s
         else:
             captured, stream_s = time.monotonic(), frame.timestamp_s
         if self._gap_open and index > self._gap_from:

@@ -63,7 +63,7 @@ def never_started(run: Path) -> bool:
         events = [json.loads(line) for line in head.splitlines() if line.strip()]
     except (OSError, ValueError):
         return False
-    return bool(events) and events[-1].get("status") == "error" and all(
+    return bool(events) and isinstance(events[-1], dict) and events[-1].get("status") == "error" and all(
         isinstance(e, dict) and e.get("event") == "stream" and e.get("status") in ("started", "error")
         and not e.get("frames") for e in events)
 

@@ -6,10 +6,10 @@ frames (counted from the detection that started it), and when a track ends its s
 handed back once (to be written as an event) and forgotten, so per-track memory stays
 bounded on endless streams.
 
-Tracks age by stream time (`Frame.timestamp_s`), not by updates: a track not matched for
-`track_buffer / 30` seconds ends, whatever the processed frame rate, and so does every open
-track across a gap in the stream (a stall or reconnect), so a vehicle that stands where
-another stood before the gap starts a record of its own.
+A lost track is kept for `track_buffer` of ByteTrack's updates (processed frames), so a vehicle
+is found again after frames were skipped, and for at most GAP_S of stream time
+(`Frame.timestamp_s`); a stall or reconnect ends every open track (`flush`), so a vehicle that
+stands where another stood before the gap starts a record of its own.
 """
 
 from __future__ import annotations
