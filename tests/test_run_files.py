@@ -34,6 +34,15 @@ def highway_run(tmp_path_factory, videos: Path) -> Path:
     return out / "run"
 
 
+def _linked_clips(tmp_path: Path, videos: Path, *names: str) -> Path:
+    """A folder input: `tmp_path/clips` with links to the shared clips `names`."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in names:
+        (folder / name).symlink_to(videos / name)
+    return folder
+
+
 def test_annotated_video_has_every_frame(highway_run: Path):
     frames, codec = count_video_frames(highway_run / "annotated.mp4")
     assert frames == 150
@@ -70,10 +79,7 @@ def test_csv_holds_the_same_vehicles(highway_run: Path):
 
 
 def test_folder_input_gives_one_output_per_video(tmp_path: Path, videos: Path, no_brands_config: Path):
-    folder = tmp_path / "clips"
-    folder.mkdir()
-    for name in ("intel_parking_lot.mp4", "freeway_lowres.avi"):
-        (folder / name).symlink_to(videos / name)
+    folder = _linked_clips(tmp_path, videos, "intel_parking_lot.mp4", "freeway_lowres.avi")
     (folder / "notes.txt").write_text("not a video")
     result = run_cli("run", str(folder), "--config", str(no_brands_config), "--out", str(tmp_path / "out"),
                      "--max-frames", "25", "--show")
@@ -249,10 +255,7 @@ def test_summary_of_a_folder_run_without_vehicle_tables_comes_from_the_event_log
 
     from stream_pipeline.sinks.summary import write_summary
 
-    folder = tmp_path / "clips"
-    folder.mkdir()
-    for name in ("intel_parking_lot.mp4", "suburban_junction.mp4"):
-        (folder / name).symlink_to(videos / name)
+    folder = _linked_clips(tmp_path, videos, "intel_parking_lot.mp4", "suburban_junction.mp4")
     out = tmp_path / "out"
     result = run_cli("run", str(folder), "--config", str(no_brands_config), "--out", str(out), "--max-frames", "40",
                      "--no-progress")
@@ -272,10 +275,7 @@ def test_summary_of_a_folder_run_without_vehicle_tables_comes_from_the_event_log
 def test_a_folder_run_whose_summary_cannot_be_written_fails_and_keeps_each_video(tmp_path: Path, videos: Path,
                                                                                   no_brands_config: Path):
     """A batch without its summary.csv is not done: a script reading the exit status must know."""
-    folder = tmp_path / "clips"
-    folder.mkdir()
-    for name in ("intel_parking_lot.mp4", "suburban_junction.mp4"):
-        (folder / name).symlink_to(videos / name)
+    folder = _linked_clips(tmp_path, videos, "intel_parking_lot.mp4", "suburban_junction.mp4")
     out = tmp_path / "out"
     (out / "summary.csv").mkdir(parents=True)  # stands in for a share that refuses the write
     result = run_cli("run", str(folder), "--config", str(no_brands_config), "--out", str(out), "--max-frames", "5",
@@ -399,10 +399,7 @@ def test_q_in_a_folder_run_stops_the_batch_and_says_so(tmp_path: Path, videos: P
     from tests.mqtt_broker import ensure_debian_tools
 
     (xdotool,) = ensure_debian_tools("xdotool", "xdotool")
-    folder = tmp_path / "clips"
-    folder.mkdir()
-    for name in ("highway_overpass_720p.mp4", "urban_arterial.mp4"):
-        (folder / name).symlink_to(videos / name)
+    folder = _linked_clips(tmp_path, videos, "highway_overpass_720p.mp4", "urban_arterial.mp4")
     xvfb = Xvfb()
     out = tmp_path / "out"
     run = CliRun("run", str(folder), "--config", str(no_brands_config), "--out", str(out), "--show", "--no-progress",

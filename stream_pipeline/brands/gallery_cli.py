@@ -22,11 +22,6 @@ import numpy as np
 
 from stream_pipeline.core.errors import UserError
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; one enroll at a time is the user's care
-    fcntl = None
-
 log = logging.getLogger("stream_pipeline.gallery")
 
 
@@ -204,24 +199,20 @@ def _check_can_write(path: Path) -> None:
 def _gallery_lock(path: Path):
     """Exclusive lock on `<gallery>.lock` around one load-change-save: two commands changing one
     gallery at once would each save their own copy, and one brand would be lost. The second waits."""
-    if fcntl is None:  # Windows: no advisory locks
-        yield
-        return
+    from stream_pipeline.core.locks import acquire
+
     lock = Path(f"{path}.lock")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = acquire(lock, on_wait=lambda: log.info(
+            "%s is being changed by another command: waiting for it to finish", path))
     except OSError as exc:
         raise UserError(f"cannot write gallery {path}: {lock}: {exc.strerror or exc}") from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("%s is being changed by another command: waiting for it to finish", path)
-            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)  # releases the lock
+        if fd is not None:
+            os.close(fd)  # releases the lock
 
 
 # Mean similarity from which images matched to another brand are taken to show that brand.

@@ -21,25 +21,15 @@ _SECRET_PARAM = re.compile(
 )
 
 
-# What follows the '@' that ends the user info: a host (name, IPv4 or [IPv6]), an optional port,
-# then the path, query, fragment or the end.
-_HOST_AFTER_AT = re.compile(r"(?:[\w.-]+|\[[0-9a-fA-F:.]+\])(?::\d*)?(?=[/?#;]|$)")
-
-
 def _redact_url(url: str) -> str:
     scheme, _, rest = url.partition("://")
-    # A password may hold unescaped '/', '?', '#' or '@' (cameras' web pages let users type
-    # them): the user info ends at the last '@' followed by a host. Masking too much (an '@' in
-    # a query value) is safe; too little leaks the password.
-    ends = [m.start() for m in re.finditer("@", rest) if _HOST_AFTER_AT.match(rest, m.start() + 1)]
-    # ...and never less than the last '@' before the query (a host this pattern does not know:
-    # an IPv6 zone id, a URL closed by ']' or '!', an escaped character)
+    # The user info ends at the last '@' before the query. With `user:pass` before any '/', '?'
+    # or '#', the password may hold those characters and '@' unescaped (cameras' web pages let
+    # users type them): it ends at the last '@' of all. Masking too much (an '@' in a query
+    # value) is safe; too little leaks the password.
+    head = re.split(r"[/?#]", rest, maxsplit=1)[0]
     query = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-    at = max(ends[-1] if ends else -1, rest.rfind("@", 0, query))
-    if ":" in rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0] and "@" in rest[query:]:
-        # user:pass before any '/', '?' or '#': a '?' or '#' may be the password's own, so
-        # the user info may end at any later '@' (an unknown host form); mask up to the last one
-        at = max(at, rest.rfind("@"))
+    at = rest.rfind("@") if ":" in head else rest.rfind("@", 0, query)
     if at >= 0:
         user, colon, _password = rest[:at].partition(":")
         if colon and not any(c in user for c in "/?#"):

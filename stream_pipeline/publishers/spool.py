@@ -13,11 +13,7 @@ import sqlite3
 from pathlib import Path
 
 from stream_pipeline.core.errors import OutputError
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; one process per folder is the user's care
-    fcntl = None
+from stream_pipeline.core.locks import acquire
 
 
 class SpoolInUse(OutputError):
@@ -42,15 +38,10 @@ class DiskSpool:
         return Path(f"{self.path}.lock")
 
     def _lock(self) -> None:
-        if fcntl is None:
-            return
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
+            self._lock_fd = acquire(self.lock_path)
+        except BlockingIOError:
             raise SpoolInUse(f"{self.path} is in use by another process") from None
-        self._lock_fd = fd
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
