@@ -248,10 +248,11 @@ def test_a_badge_boxed_twice_gives_one_box_but_a_badge_inside_a_large_box_stays(
 
 @needs_shared
 def test_detect_logos_on_heldout_whole_photos_finds_most_badges_at_its_photo_threshold(detector):
-    """detect-logos' own path (fused passes, metadata's photo_conf) on 30 held-out street photos."""
+    """detect-logos' own path (fused passes, metadata's photo_conf) on 90 held-out street photos
+    (30 were too few: two detectors equal on the whole test split differed 5 to 9 false boxes)."""
     from stream_pipeline.brands.photo import VehicleFinder, detect_in_photo
 
-    samples = _heldout_samples(30, min_side=12)
+    samples = _heldout_samples(90, min_side=12)
     finder = VehicleFinder()
     found = false = 0
     for s in samples:
@@ -260,8 +261,8 @@ def test_detect_logos_on_heldout_whole_photos_finds_most_badges_at_its_photo_thr
         hits = [_iou(b, gt) >= 0.3 for b in det.xyxy]
         found += any(hits)
         false += len(hits) - any(hits)  # other cars' badges are unlabelled: an upper bound
-    assert found >= 24, f"badge found in only {found}/30 held-out photos"
-    assert false <= 6, f"{false} boxes that are not the labelled badge in 30 photos"
+    assert found >= 72, f"badge found in only {found}/90 held-out photos"
+    assert false <= 18, f"{false} boxes that are not the labelled badge in 90 photos"
 
 
 def test_a_pass_that_looked_at_nothing_is_no_vote_against(detector):

@@ -211,3 +211,24 @@ def test_close_range_windows_and_hard_negatives_on_real_windows():
             negatives += 1
             assert _inside_fraction(box, n) == 0.0 and crop_labels(s, n, min_inside=0.01) == []
     assert closes > 50 and negatives > 0.7 * len(samples)
+
+
+def test_the_gpu_script_trains_with_the_projects_recipe():
+    """gpu_train.py runs where this project is not installed, so it keeps its own copy of the
+    augmentation; a change to train.py's must reach it."""
+    from stream_pipeline.training.logo_detector import gpu_train, train
+
+    assert gpu_train.HYPERPARAMETERS == train.HYPERPARAMETERS
+
+
+def test_train_command_takes_a_gpu_and_data_loader_workers():
+    import argparse
+
+    from stream_pipeline.training.logo_detector.cli import add_commands
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(["train-logo-detector", "--device", "0", "--workers", "8"])
+    assert (args.device, args.workers) == ("0", 8)
+    args = parser.parse_args(["train-logo-detector"])
+    assert (args.device, args.workers) == ("cpu", 0)  # the 2-core default stays

@@ -25,7 +25,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.ship_only:
         return _ship(run_dir, args.imgsz)
     if args.resume:
-        train.train(Path(), name=args.name, resume=True, threads=args.threads)
+        train.train(Path(), name=args.name, resume=True, threads=args.threads, device=args.device,
+                    workers=args.workers)
     else:
         data_yaml = dataset.prepare(
             WORK_DIR / f"dataset_{args.name}",
@@ -48,6 +49,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             time_hours=args.hours,
             weights=Path(args.weights) if args.weights else None,
             lr0=args.lr0,
+            device=args.device,
+            workers=args.workers,
         )
     if not args.resume:
         (run_dir / "command.txt").write_text(command + "\n")
@@ -219,6 +222,10 @@ def add_commands(subparsers) -> None:
                    help="starting checkpoint (default ../shared/models/yolo11n.pt), e.g. models/logo_detector/best.pt")
     t.add_argument("--lr0", type=float, default=0.002, help="initial learning rate (AdamW, cosine)")
     t.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared 2-core machine)")
+    t.add_argument("--device", default="cpu",
+                   help="cpu (default) or a CUDA device, e.g. 0 (mixed precision, data-loader workers)")
+    t.add_argument("--workers", type=int, default=0,
+                   help="data-loader processes (default 0: shares a 2-core machine; e.g. 8 with a GPU)")
     t.add_argument("--fraction", type=float, default=1.0, help="fraction of the training crops (timing runs)")
     t.add_argument("--resume", action="store_true", help="continue the run's last.pt")
     t.add_argument("--resplit", action="store_true", help="rebuild the committed split manifest")
