@@ -221,14 +221,46 @@ def test_the_gpu_script_trains_with_the_projects_recipe():
     assert gpu_train.HYPERPARAMETERS == train.HYPERPARAMETERS
 
 
-def test_train_command_takes_a_gpu_and_data_loader_workers():
+def _train_args(*argv):
     import argparse
 
     from stream_pipeline.training.logo_detector.cli import add_commands
 
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers())
-    args = parser.parse_args(["train-logo-detector", "--device", "0", "--workers", "8"])
-    assert (args.device, args.workers) == ("0", 8)
-    args = parser.parse_args(["train-logo-detector"])
-    assert (args.device, args.workers) == ("cpu", 0)  # the 2-core default stays
+    return parser.parse_args(["train-logo-detector", "--name", "wiring", *argv])
+
+
+def test_train_command_passes_the_device_and_workers_on(monkeypatch, tmp_path):
+    """--device/--workers reach the trainer; on --resume only what was given overrides the run's."""
+    from stream_pipeline.training.logo_detector import cli, dataset, train
+
+    calls = []
+    monkeypatch.setattr(train, "RUNS_DIR", tmp_path)
+    monkeypatch.setattr(train, "check_device", lambda device: None)  # no GPU needed to check wiring
+    monkeypatch.setattr(train, "train", lambda *a, **k: calls.append(k))
+    monkeypatch.setattr(dataset, "prepare", lambda *a, **k: tmp_path / "data.yaml")
+    (tmp_path / "wiring").mkdir()  # the trainer would make the run folder
+    assert cli._cmd_train(_train_args("--device", "0", "--workers", "8")) == 0
+    assert (calls[-1]["device"], calls[-1]["workers"]) == ("0", 8)
+    cli._cmd_train(_train_args("--resume"))
+    assert calls[-1]["resume"] and (calls[-1]["device"], calls[-1]["workers"]) == (None, None)
+    cli._cmd_train(_train_args("--resume", "--device", "0"))
+    assert calls[-1]["device"] == "0"
+
+
+def test_a_gpu_asked_for_where_there_is_none_is_one_clear_error_before_any_work(monkeypatch, tmp_path):
+    import torch
+
+    from stream_pipeline.core.errors import UserError
+    from stream_pipeline.training.logo_detector import cli, dataset, train
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    monkeypatch.setattr(train, "RUNS_DIR", tmp_path)
+    (tmp_path / "wiring" / "weights").mkdir(parents=True)
+    monkeypatch.setattr(dataset, "prepare", lambda *a, **k: pytest.fail("dataset built before the device check"))
+    with pytest.raises(UserError, match="no CUDA device"):
+        cli._cmd_train(_train_args("--device", "0"))
+    assert (tmp_path / "wiring" / "weights").is_dir()  # the run folder is left alone
+    assert not train.is_cuda("cpu") and not train.is_cuda("mps") and train.is_cuda("0,1")

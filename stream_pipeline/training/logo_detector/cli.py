@@ -20,6 +20,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from stream_pipeline.training.logo_detector import dataset, train
 
     run_dir = train.RUNS_DIR / args.name
+    if not args.ship_only:
+        train.check_device(args.device)
     if args.imgsz is None:  # ship at the size the run trained at
         args.imgsz = _run_imgsz(run_dir) or train.TRAIN_IMGSZ
     if args.ship_only:
@@ -222,9 +224,9 @@ def add_commands(subparsers) -> None:
                    help="starting checkpoint (default ../shared/models/yolo11n.pt), e.g. models/logo_detector/best.pt")
     t.add_argument("--lr0", type=float, default=0.002, help="initial learning rate (AdamW, cosine)")
     t.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared 2-core machine)")
-    t.add_argument("--device", default="cpu",
-                   help="cpu (default) or a CUDA device, e.g. 0 (mixed precision, data-loader workers)")
-    t.add_argument("--workers", type=int, default=0,
+    t.add_argument("--device", default=None,
+                   help="cpu (default) or a CUDA device, e.g. 0 (mixed precision); with --resume: the run's own")
+    t.add_argument("--workers", type=int, default=None,
                    help="data-loader processes (default 0: shares a 2-core machine; e.g. 8 with a GPU)")
     t.add_argument("--fraction", type=float, default=1.0, help="fraction of the training crops (timing runs)")
     t.add_argument("--resume", action="store_true", help="continue the run's last.pt")

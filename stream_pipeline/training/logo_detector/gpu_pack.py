@@ -45,6 +45,8 @@ def pack(dataset: Path, out: Path, quality: int = 70, imgsz: int = 416, val_imag
                 images = rng.sample(images, min(val_images, len(images)))
             for path in images:
                 image = cv2.imread(str(path))
+                if image is None:
+                    raise RuntimeError(f"unreadable image in the dataset: {path}")
                 h, w = image.shape[:2]
                 scale = min(1.0, imgsz / max(h, w))
                 if scale < 1:
@@ -60,6 +62,8 @@ def pack(dataset: Path, out: Path, quality: int = 70, imgsz: int = 416, val_imag
     coco = shared_dir() / "models" / "yolo11n.pt"
     if coco.exists():
         shutil.copy(coco, out / "yolo11n.pt")
+    else:  # offline there: a run from COCO would fail after the transfer
+        print(f"warning: {coco} not found; the bundle can only continue shipped.pt")
     (out / "stub" / "polars").mkdir(parents=True, exist_ok=True)
     (out / "stub" / "polars" / "__init__.py").write_text(POLARS_STUB)
     shutil.copy(Path(__file__).with_name("gpu_train.py"), out / "gpu_train.py")

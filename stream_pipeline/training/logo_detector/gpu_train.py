@@ -7,7 +7,9 @@ The recipe is train.py's (HYPERPARAMETERS, AdamW, cosine, one warm-up epoch, img
 with mixed precision and data-loader workers; `HOURS` fits the cosine schedule to the
 time, as `train-logo-detector --hours` does. Validation runs once, at the end (the real
 evaluation is `stream-pipeline evaluate-logo-detector` back home). Stripped checkpoints
-go to OUT: TAG_last.pt, and snapshots at 60 % and 80 % of the time.
+go to OUT: TAG_last.pt, and snapshots at 60 % and 80 % of the time, with TAG_args.yaml and
+TAG_results.csv. To ship: put them in work/logo_detector/runs/NAME/ as weights/best.pt,
+args.yaml and results.csv, then `stream-pipeline train-logo-detector --name NAME --ship-only`.
 """
 
 import os
@@ -60,7 +62,9 @@ def main(argv: list[str]) -> int:
     run = here / "runs" / tag
     shutil.copy(run / "weights" / "last.pt", out / f"{tag}_last.pt")
     strip_optimizer(out / f"{tag}_last.pt")
-    print((run / "results.csv").read_text(), flush=True)
+    # what `train-logo-detector --ship-only` reads back home: the input size and the epoch times
+    for name in ("args.yaml", "results.csv"):
+        shutil.copy(run / name, out / f"{tag}_{name}")
     print(f"[{tag}] done in {time.time() - t0:.0f} s", flush=True)
     return 0
 

@@ -60,8 +60,8 @@ def train(
     time_hours: float | None = None,
     weights: Path | None = None,
     lr0: float = 0.002,
-    device: str = "cpu",
-    workers: int = 0,
+    device: str | None = None,
+    workers: int | None = None,
 ) -> Path:
     """Train (or resume) and return the run folder.
 
@@ -69,15 +69,16 @@ def train(
     each epoch so the learning-rate schedule ends on time (overrides `epochs`).
     weights: starting checkpoint (default: COCO yolo11n.pt), e.g. the shipped detector, to
     continue training a model whose run folder is gone.
-    device: "cpu", or a CUDA device ("0"); on a GPU, mixed precision and `workers`
-    data-loader processes (the CPU default keeps 0 so training can share a 2-core machine).
+    device: "cpu" (default), or a CUDA device ("0"): mixed precision, and `workers`
+    data-loader processes (default 0, so training can share a 2-core machine). On resume, only
+    what is given overrides the run's own device and workers.
     """
     setup_offline_ultralytics(threads)
     from ultralytics import YOLO
 
-    on_gpu = device != "cpu"
-    if on_gpu:
-        _skip_online_amp_check()
+    check_device(device)
+    on_gpu = is_cuda(device)
+    _skip_online_amp_check()  # also for a resumed GPU run whose device is not given again
 
     run_dir = RUNS_DIR / name
     last = run_dir / "weights" / "last.pt"
@@ -86,7 +87,8 @@ def train(
         if not last.exists():
             raise UserError(f"nothing to resume: {last} does not exist")
         log.info("resuming %s", last)
-        YOLO(str(last)).train(resume=True, workers=workers, device=device)
+        given = {k: v for k, v in (("device", device), ("workers", workers)) if v is not None}
+        YOLO(str(last)).train(resume=True, **given)
     else:
         if run_dir.exists():
             shutil.rmtree(run_dir)
@@ -98,8 +100,8 @@ def train(
             epochs=epochs,
             imgsz=imgsz,
             batch=batch,
-            workers=workers,
-            device=device,
+            workers=workers or 0,
+            device=device or "cpu",
             project=str(RUNS_DIR),
             name=name,
             exist_ok=True,
@@ -123,17 +125,40 @@ def train(
     return run_dir
 
 
+def is_cuda(device: str | None) -> bool:
+    """A CUDA device string ("0", "0,1", "cuda:0"), not "cpu" or "mps"."""
+    return device is not None and device.strip().lower() not in ("", "cpu", "mps")
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a CUDA device on a machine without one, before any data is built or run deleted."""
+    if not is_cuda(device):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device on this machine; use --device cpu")
+
+
 def _skip_online_amp_check() -> None:
-    """ultralytics checks mixed precision by downloading yolo26n.pt; offline that fails
-    (not always with the ConnectionError it expects), so trust AMP as it does when offline."""
+    """ultralytics checks mixed precision on a GPU by downloading yolo26n.pt; offline that fails
+    (not always with the ConnectionError it expects), so trust AMP on CUDA as it does when
+    offline, and leave its own answer (no AMP) for anything else."""
     from ultralytics.utils import WEIGHTS_DIR
 
     if (WEIGHTS_DIR / "yolo26n.pt").is_file():
         return
     import ultralytics.engine.trainer as trainer
 
-    trainer.check_amp = lambda *args, **kwargs: True
-    log.info("AMP check skipped (it needs yolo26n.pt from the network)")
+    original = trainer.check_amp
+
+    def check_amp(model, *args, **kwargs):
+        if next(model.parameters()).device.type == "cuda":
+            log.info("AMP check skipped (it needs yolo26n.pt from the network)")
+            return True
+        return original(model, *args, **kwargs)
+
+    trainer.check_amp = check_amp
 
 
 def epoch_times(run_dir: Path) -> list[float]:
