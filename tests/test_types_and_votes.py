@@ -293,3 +293,31 @@ def test_a_plate_is_the_badge_snapshot_only_when_nothing_else_was_read():
     grille = BadgeReading(1, 12, box, 0.5, _p(UNKNOWN_BRAND, 0.3), image)
     state.keep_if_best(grille)
     assert state.best_badge_for(UNKNOWN_BRAND) is grille and state.best_badge_for("land-rover") is None
+
+
+def test_buses_are_not_read_unless_the_config_asks_for_them():
+    """A bus front is destination signs and lettering (urban_arterial: a bus named land-rover);
+    only the classes in brands.vehicle_classes are read."""
+    from collections import Counter
+
+    from pydantic import ValidationError
+
+    from stream_pipeline.brands.recognizer import BrandRecognizer
+    from stream_pipeline.core.config import BrandsConfig
+    from stream_pipeline.tracking.tracker import TrackState
+
+    box = np.array([100, 100, 400, 400], np.float32)
+
+    def track(class_area):
+        return TrackState(1, 0, 0.0, 0, 0.0, box, class_area=Counter(class_area), confirmed=True)
+
+    default = BrandRecognizer(BrandsConfig())
+    assert default._wants(track({2: 9e4}), box)  # a car
+    assert not default._wants(track({5: 9e4, 2: 1e3}), box)  # a bus, seen once as a car when far
+    with_buses = BrandRecognizer(BrandsConfig(vehicle_classes=["car", "bus"]))
+    assert with_buses._wants(track({5: 9e4}), box)
+    assert not with_buses._wants(track({7: 9e4}), box)  # trucks left out by this config
+    with pytest.raises(ValidationError, match="duplicate"):
+        BrandsConfig(vehicle_classes=["car", "car"])
+    with pytest.raises(ValidationError):
+        BrandsConfig(vehicle_classes=["tram"])

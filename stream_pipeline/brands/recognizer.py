@@ -20,6 +20,7 @@ from stream_pipeline.core.config import BrandsConfig
 from stream_pipeline.core.errors import ModelError
 from stream_pipeline.core.paths import resolve_model_path
 from stream_pipeline.core.types import UNKNOWN_BRAND, BrandPrediction, Detections, Frame
+from stream_pipeline.detection.vehicle_detector import COCO_VEHICLE_IDS
 from stream_pipeline.tracking.tracker import TrackState
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ def crop(image: np.ndarray, xyxy: np.ndarray, pad: float) -> tuple[np.ndarray, n
 class BrandRecognizer:
     def __init__(self, config: BrandsConfig) -> None:
         self.config = config
+        self._read_class_ids = {COCO_VEHICLE_IDS[name] for name in config.vehicle_classes}
         logo_path = resolve_model_path(config.logo_detector)
         classifier_path = resolve_model_path(config.classifier)
         for what, path in (("logo detector", logo_path), ("brand classifier", classifier_path)):
@@ -154,6 +156,8 @@ class BrandRecognizer:
             return False
         if min(box[2] - box[0], box[3] - box[1]) < self.config.min_vehicle_px:
             return False
+        if track.class_id not in self._read_class_ids:
+            return False  # a bus (by default): its sign and lettering are no car badge
         decided = state.votes.decision()
         return not (decided.brand != UNKNOWN_BRAND and decided.votes >= self.config.stop_after_votes)
 

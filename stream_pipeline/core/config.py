@@ -101,6 +101,12 @@ class BrandsConfig(_Section):
     max_vehicles_per_frame: int = Field(4, ge=1, le=256)
     # Vehicles whose box is smaller than this (pixels, shorter side) are too far for a badge.
     min_vehicle_px: int = Field(64, ge=8, le=4096)
+    # Vehicle classes whose badges are read. Not buses by default: the classifier knows car
+    # badges, and a bus front is destination signs and lettering (urban_arterial: a city bus was
+    # named land-rover from its sign, 9 votes).
+    vehicle_classes: list[Literal["car", "motorcycle", "bus", "truck"]] = Field(
+        default_factory=lambda: ["car", "motorcycle", "truck"]
+    )
     # Where and how big a badge can be on a vehicle: logo boxes centred below this fraction of
     # the vehicle box height, or larger than these fractions of its width / height, are
     # dropped (round wheels on side views are the logo detector's typical mistake).
@@ -126,6 +132,13 @@ class BrandsConfig(_Section):
     max_votes: int = Field(30, ge=1, le=10000)
     # Stop attempting a track once it is decided with this many votes.
     stop_after_votes: int = Field(10, ge=1, le=10000)
+
+    @field_validator("vehicle_classes")
+    @classmethod
+    def _unique_classes(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("duplicate class names")
+        return value
 
     @model_validator(mode="after")
     def _votes_fit_the_window(self) -> "BrandsConfig":
