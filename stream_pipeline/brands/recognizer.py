@@ -156,7 +156,7 @@ class BrandRecognizer:
             return False
         if min(box[2] - box[0], box[3] - box[1]) < self.config.min_vehicle_px:
             return False
-        if track.class_id not in self._read_class_ids:
+        if (track.class_area or track.class_votes) and track.class_id not in self._read_class_ids:
             return False  # a bus (by default): its sign and lettering are no car badge
         decided = state.votes.decision()
         return not (decided.brand != UNKNOWN_BRAND and decided.votes >= self.config.stop_after_votes)
