@@ -7,11 +7,11 @@ Unknown keys are rejected and every error names the offending key, so a typo in
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stream_pipeline.core.errors import ConfigError
 from stream_pipeline.core.paths import CONFIGS_DIR
@@ -19,6 +19,16 @@ from stream_pipeline.zones.config import Zones
 
 DEFAULT_CONFIG = CONFIGS_DIR / "default.yaml"
 VEHICLE_CLASSES = ("car", "motorcycle", "bus", "truck")
+
+
+def _no_duplicates(value: list[str]) -> list[str]:
+    if len(set(value)) != len(value):
+        raise ValueError("duplicate class names")
+    return value
+
+
+# A list of COCO vehicle class names, each at most once (detector.classes, brands.vehicle_classes).
+VehicleClasses = Annotated[list[Literal["car", "motorcycle", "bus", "truck"]], AfterValidator(_no_duplicates)]
 
 
 class _Section(BaseModel):
@@ -47,9 +57,7 @@ class DetectorConfig(_Section):
     confidence: float = Field(0.1, ge=0.0, le=1.0)
     iou: float = Field(0.5, gt=0.0, le=1.0)
     imgsz: int = Field(640, ge=64, le=4096)
-    classes: list[Literal["car", "motorcycle", "bus", "truck"]] = Field(
-        default_factory=lambda: list(VEHICLE_CLASSES), min_length=1
-    )
+    classes: VehicleClasses = Field(default_factory=lambda: list(VEHICLE_CLASSES), min_length=1)
     # Boxes smaller than this (pixels, shorter side) are ignored.
     min_box_px: int = Field(12, ge=0, le=1000)
     # One NMS over all vehicle classes: a van boxed as both car and truck is one vehicle.
@@ -60,13 +68,6 @@ class DetectorConfig(_Section):
     # auto: OpenVINO exports run through OpenVINO directly, .pt through ultralytics;
     # ultralytics: every model through ultralytics' predict (shaped_models unused).
     runtime: Literal["auto", "ultralytics"] = "auto"
-
-    @field_validator("classes")
-    @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError("duplicate class names")
-        return value
 
 
 class TrackerConfig(_Section):
@@ -104,9 +105,7 @@ class BrandsConfig(_Section):
     # Vehicle classes whose badges are read. Not buses by default: the classifier knows car
     # badges, and a bus front is destination signs and lettering (urban_arterial: a city bus was
     # named land-rover from its sign, 9 votes).
-    vehicle_classes: list[Literal["car", "motorcycle", "bus", "truck"]] = Field(
-        default_factory=lambda: ["car", "motorcycle", "truck"]
-    )
+    vehicle_classes: VehicleClasses = Field(default_factory=lambda: ["car", "motorcycle", "truck"])
     # Where and how big a badge can be on a vehicle: logo boxes centred below this fraction of
     # the vehicle box height, or larger than these fractions of its width / height, are
     # dropped (round wheels on side views are the logo detector's typical mistake).
@@ -132,13 +131,6 @@ class BrandsConfig(_Section):
     max_votes: int = Field(30, ge=1, le=10000)
     # Stop attempting a track once it is decided with this many votes.
     stop_after_votes: int = Field(10, ge=1, le=10000)
-
-    @field_validator("vehicle_classes")
-    @classmethod
-    def _unique_classes(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError("duplicate class names")
-        return value
 
     @model_validator(mode="after")
     def _votes_fit_the_window(self) -> "BrandsConfig":
