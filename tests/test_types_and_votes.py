@@ -240,6 +240,44 @@ def _read_track(script, **brands):
     return track, pipeline._record(track, "clip", None)
 
 
+def test_a_track_that_turns_out_to_be_a_bus_names_no_brand():
+    """The class is weighed by box area, so a bus boxed as a truck while far away becomes a bus as
+    it nears: the brand its lettering was read as while it was a truck is withdrawn (a brand event
+    says unknown) and its record names none."""
+    from collections import Counter
+
+    from stream_pipeline.brands.badge_choice import BadgeChooser
+    from stream_pipeline.brands.recognizer import BrandRecognizer, track_decision
+    from stream_pipeline.core.config import BrandsConfig
+    from stream_pipeline.tracking.tracker import TrackState
+
+    recognizer = object.__new__(BrandRecognizer)
+    recognizer.config = BrandsConfig(every_n_frames=1)
+    recognizer._read_class_ids = {2, 3, 7}  # car, motorcycle, truck: the default
+    recognizer.logo_detector = _OneBadgeDetector()
+    recognizer.classifier = _ScriptedClassifier([_p("land-rover", 0.8)] * 4)
+    recognizer.choose_badge, recognizer._tick = BadgeChooser(recognizer.config), 0
+    image = np.full((720, 1280, 3), 90, np.uint8)
+    box = np.array([400, 300, 700, 500], np.float32)
+    track = TrackState(1, 0, 0.0, 0, 0.0, box, class_area=Counter({7: 6e4}), confirmed=True)
+    tracked = Detections(box[None], np.array([0.9]), np.array([7]), tracker_id=np.array([1]))
+    changes = [c for i in range(3) for c in recognizer.process(Frame(image, i, i / 30), tracked, {1: track})]
+    assert [c.decision.brand for c in changes] == ["land-rover"]
+    assert track_decision(track).brand == "land-rover"
+
+    track.class_area[5] += 2e5  # nearer, boxed as a bus: a bus by area now
+    changes = recognizer.process(Frame(image, 3, 0.1), tracked, {1: track})
+    assert [c.decision.brand for c in changes] == [UNKNOWN_BRAND]
+    assert track_decision(track).brand == UNKNOWN_BRAND
+    assert track_decision(track).votes == 3  # the readings are kept, only the name is withheld
+    assert recognizer.process(Frame(image, 4, 0.13), tracked, {1: track}) == []  # announced once
+
+    track.class_area[7] += 4e5  # and back to a truck: the brand returns, and reading resumes
+    changes = recognizer.process(Frame(image, 5, 0.17), tracked, {1: track})
+    assert [c.decision.brand for c in changes] == ["land-rover"]
+    assert track_decision(track).votes == 4
+
+
 def test_record_votes_and_readings_both_count_the_whole_track():
     # 45 readings, more than max_votes (30): 23 name toyota, 2 lexus, 20 are unknown (the unknowns
     # keep the window's named readings below stop_after_votes, so reading goes on)

@@ -57,6 +57,17 @@ class TrackBrand:
     best_by_brand: dict[str, BadgeReading] = field(default_factory=dict)
     last_badge_xyxy: np.ndarray | None = None
     last_badge_frame: int = -1
+    # False while the vehicle's class (area-weighted, so it can change as the vehicle nears) is
+    # not one brands are read on: a bus first boxed as a truck far away keeps its early votes,
+    # but names no brand once it is known to be a bus.
+    readable_class: bool = True
+
+    def decision(self) -> BrandDecision:
+        """The track's decided brand: its votes' decision, unknown while its class is not read."""
+        decision = self.votes.decision()
+        if self.readable_class or decision.brand == UNKNOWN_BRAND:
+            return decision
+        return BrandDecision(UNKNOWN_BRAND, 0.0, decision.votes, decision.total_readings, decision.agreement)
 
     def keep_if_best(self, reading: BadgeReading) -> None:
         # a plate is no badge of any brand (votes.py): kept apart, the snapshot of last resort
@@ -78,7 +89,7 @@ class TrackBrand:
     @property
     def best_badge(self) -> BadgeReading | None:
         """The badge snapshot for the current decision."""
-        return self.best_badge_for(self.votes.decision().brand)
+        return self.best_badge_for(self.decision().brand)
 
     def absorb(self, other: "TrackBrand") -> None:
         """Take the readings of a duplicate track of the same vehicle."""
@@ -156,22 +167,40 @@ class BrandRecognizer:
             return False
         if min(box[2] - box[0], box[3] - box[1]) < self.config.min_vehicle_px:
             return False
-        if (track.class_area or track.class_votes) and track.class_id not in self._read_class_ids:
+        if not self._readable(track):
             return False  # a bus (by default): its sign and lettering are no car badge
-        decided = state.votes.decision()
+        decided = state.decision()
         return not (decided.brand != UNKNOWN_BRAND and decided.votes >= self.config.stop_after_votes)
+
+    def _readable(self, track: TrackState) -> bool:
+        # a track with no class votes yet (as unit tests build them) is read
+        return not (track.class_area or track.class_votes) or track.class_id in self._read_class_ids
+
+    def _announce(self, state: TrackBrand, track: TrackState, changed: list[BrandChange]) -> None:
+        decision = state.decision()
+        if decision.brand != state.announced:
+            state.announced = decision.brand
+            changed.append(BrandChange(track, decision))
 
     def process(self, frame: Frame, tracked: Detections, tracks: dict[int, TrackState]) -> list[BrandChange]:
         """Read badges on some tracked vehicles; returns tracks whose decided brand changed."""
         self._tick += 1
+        changed: list[BrandChange] = []
         candidates = []
         for row in range(len(tracked)):
             track = tracks.get(int(tracked.tracker_id[row]))
-            if track is not None and self._wants(track, tracked.xyxy[row]):
+            if track is None:
+                continue
+            state = self._state(track)
+            readable = self._readable(track)
+            if readable != state.readable_class:  # the class the tracker settled on changed
+                state.readable_class = readable
+                self._announce(state, track, changed)
+            if self._wants(track, tracked.xyxy[row]):
                 area = float(tracked.area[row])
                 candidates.append((track.brand.last_attempt_tick, -area, row, track))
         if not candidates:
-            return []
+            return changed
         candidates.sort(key=lambda item: item[:2])
         selected = candidates[: self.config.max_vehicles_per_frame]
 
@@ -188,7 +217,7 @@ class BrandRecognizer:
                     is_close_up(tracked.xyxy[row], frame_w, frame_h, self.config.closeup_min_frame_fraction)
                 )
         if not vehicle_crops:
-            return []
+            return changed
 
         logo_results = self.logo_detector.detect(vehicle_crops)
         badges, badge_boxes, badge_tracks, plates = [], [], [], []
@@ -207,9 +236,8 @@ class BrandRecognizer:
             # a plate read as unknown is not evidence against the vehicle's brand (votes.py)
             plates.append(bool(self.choose_badge.plate_like(vehicle, logos[np.array([best])])[0]))
         if not badges:
-            return []
+            return changed
 
-        changed = []
         for track, (box, logo_conf), badge, plate, prediction in zip(
             badge_tracks, badge_boxes, badges, plates, self.classifier.classify(badges)
         ):
@@ -218,10 +246,7 @@ class BrandRecognizer:
             state.last_badge_xyxy, state.last_badge_frame = box, frame.index
             state.keep_if_best(BadgeReading(track.track_id, frame.index, box, logo_conf, prediction, badge.copy(),
                                             plate_like=plate))
-            decision = state.votes.decision()
-            if decision.brand != state.announced:
-                state.announced = decision.brand
-                changed.append(BrandChange(track, decision))
+            self._announce(state, track, changed)
         return changed
 
 
@@ -229,7 +254,7 @@ def track_decision(track: TrackState) -> BrandDecision:
     """The brand decision of a track (unknown with no votes when never read)."""
     if track.brand is None:
         return BrandDecision(UNKNOWN_BRAND, 0.0, 0, 0, 0.0)
-    return track.brand.votes.decision()
+    return track.brand.decision()
 
 
 def brand_support(track: TrackState, brand: str) -> int:

@@ -53,7 +53,7 @@ class Annotator:
             text = f"#{track_id} {self.class_names.get(int(shown_class), str(shown_class))}"
             brand_state = track.brand if track is not None else None
             if brand_state is not None:
-                decision = brand_state.votes.decision()
+                decision = brand_state.decision()
                 if decision.brand != UNKNOWN_BRAND:
                     text += f" {decision.brand} {decision.confidence:.2f}"
             _label(image, text, x1, y1, color, scale, thickness)
