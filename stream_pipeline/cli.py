@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="detect, track and name the brand of vehicles in a video source")
-    run.add_argument("source", help="video file, folder of videos, text file listing videos, rtsp:// URL, or webcam (0, /dev/video0)")
+    run.add_argument("source", nargs="+", metavar="SOURCE",
+                     help="video file, folder of videos, text file listing videos, rtsp:// URL, or webcam (0, /dev/video0); "
+                          "several files (e.g. a shell wildcard) are one batch, as a folder is")
     run.add_argument("--config", help="YAML configuration (default: configs/default.yaml)")
     run.add_argument("--out", help="output folder (default: runs/<timestamp>/); one that holds a run is refused")
     run.add_argument("--overwrite", action="store_true",

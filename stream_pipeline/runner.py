@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -20,9 +21,10 @@ from stream_pipeline.sinks.outdir import OutDirClaim
 from stream_pipeline.sinks.summary import SUMMARY_FILE, write_summary
 from stream_pipeline.report import ASSETS, INDEX_FILE, write_index, write_report
 from stream_pipeline.sources import VIDEO_SUFFIXES, FrameSource, is_live
+from stream_pipeline.sources.file import check_readable
 
 log = logging.getLogger(__name__)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # whole lines in logs and pipes: no wrap at 80 columns
 
 
 class RichProgress(ProgressCallback):
@@ -97,15 +99,42 @@ def read_list(path: Path) -> list[str]:
         lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: Notepad's BOM is not part of a path
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read input list {path}: {exc}") from None
-    entries = []
-    for line in lines:
+    entries, seen = [], set()
+    for number, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        entries.append(line if is_live(line) or Path(line).expanduser().is_absolute() else str(path.parent / line))
+        entry = line if is_live(line) or Path(line).expanduser().is_absolute() else str(path.parent / line)
+        if _listed_before(entry, seen):
+            log.warning("%s line %d: %s is already listed; processed once", path, number, line)
+            continue
+        entries.append(entry)
     if not entries:
         raise UserError(f"no inputs listed in {path}")
     return entries
+
+
+def _listed_before(entry: str, seen: set[str]) -> bool:
+    """One video listed twice (or by two names, e.g. a link) would be counted twice in the summary."""
+    key = entry if is_live(entry) else os.path.realpath(Path(entry).expanduser())
+    if key in seen:
+        return True
+    seen.add(key)
+    return False
+
+
+def resolve_all(given: list[str]) -> list[str]:
+    """The inputs of `run SOURCE...`: each argument resolved (resolve_sources), in order, each video once."""
+    if len(given) == 1:
+        return resolve_sources(given[0])
+    out, seen = [], set()
+    for source in given:
+        for entry in resolve_sources(source):
+            if _listed_before(entry, seen):
+                log.warning("%s is given twice; processed once", entry)
+            else:
+                out.append(entry)
+    return out
 
 
 def resolve_sources(source: str) -> list[str]:
@@ -215,12 +244,14 @@ def run_command(args: argparse.Namespace) -> int:
         given = [f"--{name}" for name in ("workers", "retries") if getattr(args, name, None) is not None]
         if given:  # ignored in silence, they would let a user believe the batch ran on the cluster
             raise UserError(f"{' and '.join(given)} go{'es' if len(given) == 1 else ''} with --ray ADDRESS")
-    sources = resolve_sources(args.source)
+    given = [args.source] if isinstance(args.source, str) else list(args.source)
+    sources = resolve_all(given)
     out_root = Path(args.out) if args.out else default_out_dir()
     # An unusable output folder, or one holding a previous run, is reported before the models
     # load, in one line; a previous run is cleared (--overwrite) only once they have loaded.
     claim = OutDirClaim(out_root, overwrite=getattr(args, "overwrite", False))
-    folder_mode = len(sources) > 1 or Path(args.source).is_dir() or Path(args.source).suffix.lower() in LIST_SUFFIXES
+    folder_mode = (len(given) > 1 or len(sources) > 1 or Path(given[0]).is_dir()
+                   or Path(given[0]).suffix.lower() in LIST_SUFFIXES)
     names = run_dir_names(sources)
     if getattr(args, "ray", None):
         # Only here is anything of Ray imported.
@@ -230,6 +261,8 @@ def run_command(args: argparse.Namespace) -> int:
         return run_on_ray(args, config, sources, [out_root / name for name in names], out_root,
                           on_connected=claim.take)
     with claim.loading_models():
+        if claim.replaces_a_run() and not folder_mode and not is_live(sources[0]):
+            check_readable(sources[0])  # a file that cannot be read must not cost the run it would replace
         pipeline = Pipeline(config)
     failures: list[str] = []
     run_dirs: list[Path] = []

@@ -307,12 +307,33 @@ def test_batch_names_links_and_list_files_from_the_field(tmp_path: Path, videos:
     rebuilt = run_cli("report", str(out))
     assert rebuilt.returncode == 0, rebuilt.stderr
 
+    # a list saved by Notepad, naming one clip twice, once through a link: its vehicles count once
     listing = tmp_path / "inputs.txt"
-    listing.write_bytes(b"\xef\xbb\xbf" + f"{videos / 'intel_parking_lot.mp4'}\r\n".encode())
+    (tmp_path / "parking_link.mp4").symlink_to(videos / "intel_parking_lot.mp4")
+    listing.write_bytes(b"\xef\xbb\xbf" + f"{videos / 'intel_parking_lot.mp4'}\r\nparking_link.mp4\r\n"
+                                           f"{videos / 'intel_parking_lot.mp4'}\r\n".encode())
     listed = run_cli("run", str(listing), "--config", str(no_brands_config), "--out", str(tmp_path / "listed"),
                      "--max-frames", "5", "--no-progress")
     assert listed.returncode == 0, listed.stderr
     assert read_events(tmp_path / "listed" / "intel_parking_lot" / "events.jsonl")[-1]["frames"] == 5
+    assert sorted(p.name for p in (tmp_path / "listed").iterdir() if p.is_dir()) == ["intel_parking_lot", "report"]
+    assert f"{listing} line 2: parking_link.mp4 is already listed; processed once" in listed.stderr
+    assert f"{listing} line 3: {videos / 'intel_parking_lot.mp4'} is already listed; processed once" in listed.stderr
+
+
+def test_several_files_on_the_command_line_are_one_batch(tmp_path: Path, videos: Path, no_brands_config: Path):
+    """`run cam/*.mp4`: the shell hands over every file; each is processed once, as in a folder run."""
+    clips = _linked_clips(tmp_path, videos, "intel_parking_lot.mp4", "dashcam_vw_close.mp4")
+    out = tmp_path / "out"
+    result = run_cli("run", str(clips / "dashcam_vw_close.mp4"), str(clips / "intel_parking_lot.mp4"),
+                     str(clips / "dashcam_vw_close.mp4"), "--config", str(no_brands_config), "--out", str(out),
+                     "--max-frames", "3", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert f"{clips / 'dashcam_vw_close.mp4'} is given twice; processed once" in result.stderr
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["dashcam_vw_close", "intel_parking_lot", "report"]
+    assert {row["video"] for row in csv.DictReader((out / "summary.csv").open())} == {"dashcam_vw_close"}
+    for name in ("dashcam_vw_close", "intel_parking_lot"):
+        assert read_events(out / name / "events.jsonl")[-1]["frames"] == 3
 
 
 def test_report_survives_an_event_log_cut_inside_a_character(tmp_path: Path):
@@ -347,6 +368,62 @@ def test_a_truncated_file_is_said_so_in_its_report(tmp_path: Path, videos: Path,
     ended = read_events(out / "events.jsonl")[-1]
     assert ended["truncated"] is True and ended["reason"] == "end"
     assert f"truncated file: decoding stopped at frame {ended['frames']}" in (out / "report.html").read_text()
+
+
+def test_a_damaged_stretch_mid_file_is_skipped_and_decoding_goes_on(tmp_path: Path, videos: Path,
+                                                                   no_brands_config: Path):
+    """150 KB of a recording overwritten at 40 % (a bad sector, a broken copy): the frames there do not
+    decode, the rest do. The run skips them, says so, and goes on to the end of the file."""
+    import random
+
+    data = bytearray((videos / "dashcam_uk_vw_hyundai.mp4").read_bytes())
+    start, rng = int(len(data) * 0.4), random.Random(7)
+    data[start:start + 150_000] = bytes(rng.getrandbits(8) for _ in range(150_000))
+    damaged, out = tmp_path / "damaged.mp4", tmp_path / "out"
+    damaged.write_bytes(bytes(data))
+    result = run_cli("run", str(damaged), "--config", str(no_brands_config), "--out", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "could not be decoded (damaged file), skipped; decoding goes on" in result.stderr
+    events = read_events(out / "events.jsonl")
+    ended = events[-1]
+    total = next(e for e in events if e.get("status") == "started")["total_frames"]
+    assert ended["truncated"] is False and ended["frames_undecodable"] > 0
+    assert ended["frames"] + ended["frames_undecodable"] == total  # every frame decoded or counted as lost
+    # vehicles after the damage were seen, at their own frame numbers
+    assert max(e["last_frame"] for e in events if e["event"] == "vehicle") == total - 1
+
+
+def test_console_lines_are_whole_in_a_log(tmp_path: Path, videos: Path, no_brands_config: Path):
+    """Run from cron or a service, stderr is a file: a message must stay one line to be grepped
+    (rich wrapped them at 80 columns, splitting paths)."""
+    folder = tmp_path / ("recordings_of_the_north_gate_camera_lane_3_" * 2) / "2026-11-30"
+    folder.mkdir(parents=True)
+    (folder / "broken_recording_copied_before_the_recorder_had_finished.mp4").write_bytes(
+        b"\x00\x00\x00\x18ftypmp42" + os.urandom(4096))
+    (folder / "parking.mp4").symlink_to(videos / "intel_parking_lot.mp4")
+    result = run_cli("run", str(folder), "--config", str(no_brands_config), "--out", str(tmp_path / "out"),
+                     "--max-frames", "3", "--no-progress")
+    assert result.returncode == 3
+    lines = result.stderr.splitlines()
+    broken = folder / "broken_recording_copied_before_the_recorder_had_finished.mp4"
+    assert f"skipped {broken}: cannot open video (unsupported or corrupt): {broken}" in lines
+    assert any(line.startswith(f"{folder / 'parking.mp4'}: 3 frames in ") and line.endswith("with a brand")
+               for line in lines), lines
+
+
+def test_overwrite_with_an_unreadable_input_keeps_the_run_it_would_replace(tmp_path: Path, videos: Path,
+                                                                          no_brands_config: Path):
+    out = tmp_path / "out"
+    first = run_cli("run", str(videos / "intel_parking_lot.mp4"), "--config", str(no_brands_config),
+                    "--out", str(out), "--max-frames", "5")
+    assert first.returncode == 0, first.stderr
+    kept = {name: (out / name).read_bytes() for name in ("events.jsonl", "vehicles.csv", "annotated.mp4")}
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4096))
+    again = run_cli("run", str(bad), "--config", str(no_brands_config), "--out", str(out), "--overwrite")
+    assert again.returncode == 3
+    assert again.stderr.strip().splitlines() == [f"stream-pipeline: error: cannot open video (unsupported or corrupt): {bad}"]
+    assert {name: (out / name).read_bytes() for name in kept} == kept
 
 
 class Xvfb:

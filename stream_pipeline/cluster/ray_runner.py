@@ -23,7 +23,7 @@ from stream_pipeline.core.errors import SourceError, UserError
 from stream_pipeline.core.redaction import redact
 
 log = logging.getLogger(__name__)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # whole lines in logs and pipes: no wrap at 80 columns
 
 CONNECT_TIMEOUT_S = 10.0
 # The worker process's pipeline, kept between its tasks: loading the models costs seconds.

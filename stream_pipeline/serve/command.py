@@ -24,7 +24,7 @@ from stream_pipeline.serve.models import DetectionScheduler, LockedModel
 from stream_pipeline.sinks.outdir import OutDirClaim
 
 log = logging.getLogger(__name__)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # whole lines in logs and pipes: no wrap at 80 columns
 
 
 def _fmt(value, spec: str, unit: str = "") -> str:

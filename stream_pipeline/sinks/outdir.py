@@ -116,6 +116,10 @@ class OutDirClaim:
         self.created = not out.exists()
         prepare_out_dir(out)
 
+    def replaces_a_run(self) -> bool:
+        """--overwrite and the folder holds a run that started: what a run that cannot start must keep."""
+        return self.overwrite and self.out.is_dir() and any(not never_started(r) for r in previous_runs(self.out))
+
     def take(self) -> None:
         """The run starts: clear the previous one (--overwrite), or one whose source never opened."""
         clear_previous_runs(self.out, only_never_started=not self.overwrite)

@@ -19,6 +19,10 @@ DEFAULT_FPS = 25.0
 
 
 ESTIMATED_COUNT_SUFFIXES = {".mkv", ".ts", ".m2ts", ".mts", ".webm", ".flv"}
+# A damaged stretch in the middle of a recording fails to decode for some frames, then decoding
+# resumes; a file cut off fails for good. So failed reads short of the announced frame count are
+# retried, up to this many in a row, before the rest of the file is given up.
+MAX_UNDECODABLE_RUN = 300
 
 
 def _why_unopenable(path: Path) -> str:
@@ -36,6 +40,17 @@ def _why_unopenable(path: Path) -> str:
     return "unsupported or corrupt"
 
 
+def check_readable(path: str | Path) -> None:
+    """Raise SourceError unless the file opens and decodes a first frame: checked before a run
+    clears the previous one in its output folder (--overwrite), which a bad input must not cost."""
+    source = VideoFileSource(path)
+    source.open()
+    try:
+        next(iter(source.frames()), None)
+    finally:
+        source.close()
+
+
 class VideoFileSource(CaptureSource):
     is_live = False
 
@@ -47,6 +62,8 @@ class VideoFileSource(CaptureSource):
         self.frames_read = 0
         # Set when decoding stopped before the container's announced frame count.
         self.truncated = False
+        # Frames of damaged stretches that could not be decoded and were skipped (decoding went on).
+        self.frames_undecodable = 0
 
     def open(self) -> None:
         if not self.path.exists():
@@ -73,17 +90,28 @@ class VideoFileSource(CaptureSource):
     def frames(self) -> Iterator[Frame]:
         if self._capture is None:
             raise RuntimeError("source is not open")
-        index = 0
+        index = decoded = failed_run = 0
         while True:
             ok, image = self._capture.read()
             if not ok or image is None:
+                if self._count and index < self._count and failed_run < MAX_UNDECODABLE_RUN:
+                    failed_run += 1  # perhaps a damaged stretch: the frame is counted, not shown
+                    index += 1
+                    continue
                 break
+            if failed_run:
+                log.warning("%s: frames %d-%d could not be decoded (damaged file), skipped; decoding goes on",
+                            self.path, index - failed_run, index - 1)
+                self.frames_undecodable += failed_run
+                failed_run = 0
             if image.ndim == 2:
                 image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
             self.frames_read = index + 1
+            decoded += 1
             yield Frame(image=image, index=index, timestamp_s=index / self._fps, source=self.name)
             index += 1
-        if index == 0:
+        index -= failed_run  # failures up to the end: the file ends there, nothing was skipped
+        if decoded == 0:
             raise SourceError(f"no decodable frames in {self.path} (corrupt or empty video)")
         # Containers over-announce: MP4 by a frame or two; MKV / TS / WebM / FLV estimate the count
         # from their duration (3 too many on a 2 s cut), so there only over half a second counts.
