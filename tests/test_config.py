@@ -61,6 +61,9 @@ def test_cli_missing_config_file(tmp_path: Path, videos: Path):
     result = run_cli("run", str(videos / "intel_parking_lot.mp4"), "--config", str(tmp_path / "none.yaml"))
     assert result.returncode == 2
     assert "config file not found" in result.stderr
+    folder = run_cli("run", str(videos / "intel_parking_lot.mp4"), "--config", str(tmp_path))
+    assert folder.returncode == 2
+    assert folder.stderr.strip().splitlines() == [f"stream-pipeline: error: config file is a folder, not a YAML file: {tmp_path}"]
 
 
 def test_yaml_merge_keys_may_be_overridden(tmp_path: Path):

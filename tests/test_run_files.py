@@ -409,6 +409,8 @@ def test_console_lines_are_whole_in_a_log(tmp_path: Path, videos: Path, no_brand
     assert f"skipped {broken}: cannot open video (unsupported or corrupt): {broken}" in lines
     assert any(line.startswith(f"{folder / 'parking.mp4'}: 3 frames in ") and line.endswith("with a brand")
                for line in lines), lines
+    # the index tells the failed input from the processed one
+    assert "2 videos (1 failed) · 0 vehicles" in (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
 
 
 def test_overwrite_with_an_unreadable_input_keeps_the_run_it_would_replace(tmp_path: Path, videos: Path,

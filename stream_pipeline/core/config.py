@@ -279,6 +279,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def read_yaml(path: Path, what: str = "config file"):
     """The parsed YAML of a user's file; one-line ConfigErrors naming `what` and the line of a syntax error."""
+    if path.is_dir():
+        raise ConfigError(f"{what} is a folder, not a YAML file: {path}")
     if not path.is_file():
         raise ConfigError(f"{what} not found: {path}")
     try:

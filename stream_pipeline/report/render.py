@@ -194,8 +194,10 @@ def index_page(runs: list[tuple[RunData, str]], brand_chart: str | None) -> str:
             f"<td data-label=\"run\">{escape(str(state))}</td></tr>"
         )
     total = sum(len(run.vehicles) for run, _ in runs)
+    failed = sum(run.ended.get("status") == "error" for run, _ in runs)
+    failed_text = f" ({failed} failed)" if failed else ""
     body = (
-        f"<h1>Runs</h1><div class=\"muted\">{len(runs)} {unit if len(runs) == 1 else units} · {total} vehicles</div>"
+        f"<h1>Runs</h1><div class=\"muted\">{len(runs)} {unit if len(runs) == 1 else units}{failed_text} · {total} vehicles</div>"
         + (f"<div class=\"charts\"><figure><img src=\"{escape(brand_chart)}\" alt=\"vehicles per brand, all {units}\"></figure></div>" if brand_chart else "")
         + f"<h2>{units.capitalize()}</h2><div class=\"scroll\"><table class=\"vehicles index\"><thead><tr><th>{unit}</th><th class=\"num\">vehicles</th>"
         "<th class=\"num\">with a brand</th><th class=\"num\">stream time</th><th>brands</th><th>lines / zones</th><th>run</th>"
