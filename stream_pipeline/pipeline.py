@@ -257,11 +257,15 @@ class Pipeline:
         return tracked
 
     def _record(self, track: TrackState, source: str, snapshots: SnapshotWriter | None) -> VehicleRecord:
+        if self.recognizer is not None:
+            self.recognizer.refresh_class_gate(track)
         decision = track_decision(track)
         snapshot = badge_snapshot = None
         if snapshots is not None:
             snapshot = snapshots.save(f"vehicle_{track.track_id:06d}", track.best_view)
-            best_badge = track.brand.best_badge_for(decision.brand) if track.brand is not None else None
+            # a vehicle whose class is not read (a bus) shows no badge: its best one is a sign read as a brand
+            readable = track.brand is not None and track.brand.readable_class
+            best_badge = track.brand.best_badge_for(decision.brand) if readable else None
             if best_badge is not None:
                 badge_snapshot = snapshots.save(f"badge_{track.track_id:06d}", best_badge.badge_image)
         readings = track.brand.votes.readings if track.brand is not None else 0

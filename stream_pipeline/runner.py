@@ -115,8 +115,9 @@ def read_list(path: Path) -> list[str]:
 
 
 def _listed_before(entry: str, seen: set[str]) -> bool:
-    """One video listed twice (or by two names, e.g. a link) would be counted twice in the summary."""
-    key = entry if is_live(entry) else os.path.realpath(Path(entry).expanduser())
+    """One video listed twice would be counted twice in the summary. By path, as given: two links to
+    one file are two inputs, as in a folder."""
+    key = entry if is_live(entry) else os.path.abspath(Path(entry).expanduser())
     if key in seen:
         return True
     seen.add(key)
@@ -129,7 +130,10 @@ def resolve_all(given: list[str]) -> list[str]:
         return resolve_sources(given[0])
     out, seen = [], set()
     for source in given:
-        for entry in resolve_sources(source):
+        path = Path(source).expanduser()
+        # a missing file among several (a wildcard lists dangling links too) fails as that input only
+        entries = [source] if not is_live(source) and not path.exists() else resolve_sources(source)
+        for entry in entries:
             if _listed_before(entry, seen):
                 log.warning("%s is given twice; processed once", entry)
             else:

@@ -307,7 +307,7 @@ def test_batch_names_links_and_list_files_from_the_field(tmp_path: Path, videos:
     rebuilt = run_cli("report", str(out))
     assert rebuilt.returncode == 0, rebuilt.stderr
 
-    # a list saved by Notepad, naming one clip twice, once through a link: its vehicles count once
+    # a list saved by Notepad, naming one clip twice (and once through a link)
     listing = tmp_path / "inputs.txt"
     (tmp_path / "parking_link.mp4").symlink_to(videos / "intel_parking_lot.mp4")
     listing.write_bytes(b"\xef\xbb\xbf" + f"{videos / 'intel_parking_lot.mp4'}\r\nparking_link.mp4\r\n"
@@ -316,21 +316,26 @@ def test_batch_names_links_and_list_files_from_the_field(tmp_path: Path, videos:
                      "--max-frames", "5", "--no-progress")
     assert listed.returncode == 0, listed.stderr
     assert read_events(tmp_path / "listed" / "intel_parking_lot" / "events.jsonl")[-1]["frames"] == 5
-    assert sorted(p.name for p in (tmp_path / "listed").iterdir() if p.is_dir()) == ["intel_parking_lot", "report"]
-    assert f"{listing} line 2: parking_link.mp4 is already listed; processed once" in listed.stderr
+    # the same path twice is one input; a link is an input of its own, as in a folder
+    assert sorted(p.name for p in (tmp_path / "listed").iterdir() if p.is_dir()) == [
+        "intel_parking_lot", "parking_link", "report"]
     assert f"{listing} line 3: {videos / 'intel_parking_lot.mp4'} is already listed; processed once" in listed.stderr
+    assert "line 2" not in listed.stderr
 
 
 def test_several_files_on_the_command_line_are_one_batch(tmp_path: Path, videos: Path, no_brands_config: Path):
     """`run cam/*.mp4`: the shell hands over every file; each is processed once, as in a folder run."""
     clips = _linked_clips(tmp_path, videos, "intel_parking_lot.mp4", "dashcam_vw_close.mp4")
     out = tmp_path / "out"
-    result = run_cli("run", str(clips / "dashcam_vw_close.mp4"), str(clips / "intel_parking_lot.mp4"),
-                     str(clips / "dashcam_vw_close.mp4"), "--config", str(no_brands_config), "--out", str(out),
-                     "--max-frames", "3", "--no-progress")
-    assert result.returncode == 0, result.stderr
+    (clips / "cam_nas.mp4").symlink_to(tmp_path / "not_mounted" / "cam.mp4")  # the wildcard lists it too
+    result = run_cli("run", str(clips / "dashcam_vw_close.mp4"), str(clips / "cam_nas.mp4"),
+                     str(clips / "intel_parking_lot.mp4"), str(clips / "dashcam_vw_close.mp4"),
+                     "--config", str(no_brands_config), "--out", str(out), "--max-frames", "3", "--no-progress")
+    assert result.returncode == 3, result.stderr  # the broken link failed, as in a folder run; the rest ran
     assert f"{clips / 'dashcam_vw_close.mp4'} is given twice; processed once" in result.stderr
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["dashcam_vw_close", "intel_parking_lot", "report"]
+    assert "1 of 3 inputs failed" in result.stderr and "cam_nas.mp4" in result.stderr
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+        "cam_nas", "dashcam_vw_close", "intel_parking_lot", "report"]
     assert {row["video"] for row in csv.DictReader((out / "summary.csv").open())} == {"dashcam_vw_close"}
     for name in ("dashcam_vw_close", "intel_parking_lot"):
         assert read_events(out / name / "events.jsonl")[-1]["frames"] == 3
@@ -367,20 +372,58 @@ def test_a_truncated_file_is_said_so_in_its_report(tmp_path: Path, videos: Path,
     assert result.returncode == 0, result.stderr
     ended = read_events(out / "events.jsonl")[-1]
     assert ended["truncated"] is True and ended["reason"] == "end"
-    assert f"truncated file: decoding stopped at frame {ended['frames']}" in (out / "report.html").read_text()
+    assert f"truncated file: decoding stopped after {ended['frames']} frames" in (out / "report.html").read_text()
+    assert ended["frames_undecodable"] == 0  # the frames a cut file flushes after its first failure make no damaged stretch
+    assert "damaged file" not in result.stderr
 
 
-def test_a_damaged_stretch_mid_file_is_skipped_and_decoding_goes_on(tmp_path: Path, videos: Path,
-                                                                   no_brands_config: Path):
+def _damaged_copy(videos: Path, tmp_path: Path) -> Path:
     """150 KB of a recording overwritten at 40 % (a bad sector, a broken copy): the frames there do not
-    decode, the rest do. The run skips them, says so, and goes on to the end of the file."""
+    decode, the rest do."""
     import random
 
     data = bytearray((videos / "dashcam_uk_vw_hyundai.mp4").read_bytes())
     start, rng = int(len(data) * 0.4), random.Random(7)
     data[start:start + 150_000] = bytes(rng.getrandbits(8) for _ in range(150_000))
-    damaged, out = tmp_path / "damaged.mp4", tmp_path / "out"
+    damaged = tmp_path / "damaged.mp4"
     damaged.write_bytes(bytes(data))
+    return damaged
+
+
+def test_frames_after_a_damaged_stretch_keep_their_own_numbers(tmp_path: Path, videos: Path):
+    """The decoder hands out, after the damage, frames it held from before it and skips others in
+    silence: each frame is numbered by its timestamp, so frame N is the picture N of the clip."""
+    import cv2
+    import numpy as np
+
+    from stream_pipeline.sources.file import VideoFileSource
+
+    def small(image):
+        return cv2.resize(image, (160, 90), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+    intact = []
+    capture = cv2.VideoCapture(str(videos / "dashcam_uk_vw_hyundai.mp4"))
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        intact.append(small(image))
+    source = VideoFileSource(_damaged_copy(videos, tmp_path))
+    source.open()
+    frames = [(frame.index, small(frame.image)) for frame in source.frames()]
+    numbers = [n for n, _ in frames]
+    assert numbers == sorted(set(numbers)) and numbers[-1] == len(intact) - 1
+    assert len(frames) + source.frames_undecodable == len(intact) and not source.truncated
+    first_gap = next(i for i in range(1, len(numbers)) if numbers[i] > numbers[i - 1] + 1)
+    for n, picture in frames[first_gap:first_gap + 2]:  # the first frames out of the damage
+        window = range(max(0, n - 20), min(len(intact), n + 21))
+        assert min(window, key=lambda j: np.abs(picture - intact[j]).mean()) == n
+
+
+def test_a_damaged_stretch_mid_file_is_skipped_and_decoding_goes_on(tmp_path: Path, videos: Path,
+                                                                   no_brands_config: Path):
+    """The run skips the frames that do not decode, says so, and goes on to the end of the file."""
+    damaged, out = _damaged_copy(videos, tmp_path), tmp_path / "out"
     result = run_cli("run", str(damaged), "--config", str(no_brands_config), "--out", str(out), "--no-progress")
     assert result.returncode == 0, result.stderr
     assert "could not be decoded (damaged file), skipped; decoding goes on" in result.stderr
@@ -425,6 +468,28 @@ def test_overwrite_with_an_unreadable_input_keeps_the_run_it_would_replace(tmp_p
     again = run_cli("run", str(bad), "--config", str(no_brands_config), "--out", str(out), "--overwrite")
     assert again.returncode == 3
     assert again.stderr.strip().splitlines() == [f"stream-pipeline: error: cannot open video (unsupported or corrupt): {bad}"]
+    assert {name: (out / name).read_bytes() for name in kept} == kept
+    # one that opens (its index is whole) but whose pictures are all damaged: the same
+    import random
+
+    import av
+
+    whole = tmp_path / "whole.mp4"  # index first, so it survives the damage below
+    with av.open(str(videos / "dashcam_vw_close.mp4")) as src, \
+            av.open(str(whole), "w", options={"movflags": "faststart"}) as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    data = bytearray(whole.read_bytes())
+    start, rng = data.index(b"mdat") + 4, random.Random(3)
+    data[start:] = bytes(rng.getrandbits(8) for _ in range(len(data) - start))
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    third = run_cli("run", str(damaged), "--config", str(no_brands_config), "--out", str(out), "--overwrite")
+    assert third.returncode == 3
+    assert f"stream-pipeline: error: no decodable frames in {damaged} (corrupt or empty video)" in third.stderr
     assert {name: (out / name).read_bytes() for name in kept} == kept
 
 

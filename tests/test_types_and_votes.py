@@ -221,6 +221,7 @@ def _read_track(script, **brands):
     recognizer.config = BrandsConfig(**brands)
     recognizer.logo_detector, recognizer.classifier = _OneBadgeDetector(), _ScriptedClassifier(script)
     recognizer.choose_badge, recognizer._tick = BadgeChooser(recognizer.config), 0
+    recognizer._read_class_ids = {2, 3, 7}  # car, motorcycle, truck: the default vehicle_classes
     image = np.full((720, 1280, 3), 90, np.uint8)
     track = TrackState(1, 0, 0.0, 0, 0.0, np.array([400, 300, 700, 500], np.float32), confirmed=True)
     tracked = Detections(np.array([[400, 300, 700, 500]], np.float32), np.array([0.9]), np.array([2]),
@@ -236,11 +237,11 @@ def _read_track(script, **brands):
         names = {2: "car"}
 
     pipeline = object.__new__(Pipeline)
-    pipeline.detector = _Names()
+    pipeline.detector, pipeline.recognizer = _Names(), recognizer
     return track, pipeline._record(track, "clip", None)
 
 
-def test_a_track_that_turns_out_to_be_a_bus_names_no_brand():
+def test_a_track_that_turns_out_to_be_a_bus_names_no_brand(tmp_path):
     """The class is weighed by box area, so a bus boxed as a truck while far away becomes a bus as
     it nears: the brand its lettering was read as while it was a truck is withdrawn (a brand event
     says unknown) and its record names none."""
@@ -276,6 +277,24 @@ def test_a_track_that_turns_out_to_be_a_bus_names_no_brand():
     changes = recognizer.process(Frame(image, 5, 0.17), tracked, {1: track})
     assert [c.decision.brand for c in changes] == ["land-rover"]
     assert track_decision(track).votes == 4
+
+    # a bus again in frames the brand stage did not see (a duplicate track withheld, or the track's
+    # last frames): the record, written as the track ends, is gated all the same
+    from stream_pipeline.pipeline import Pipeline
+
+    class _Names:
+        names = {5: "bus", 7: "truck"}
+
+    pipeline = object.__new__(Pipeline)
+    pipeline.detector, pipeline.recognizer = _Names(), recognizer
+    from stream_pipeline.sinks.snapshots import SnapshotWriter
+
+    track.class_area[5] += 1e6
+    track.best_view = image[300:500, 400:700].copy()
+    record = pipeline._record(track, "clip", SnapshotWriter(tmp_path))
+    assert (record.vehicle_class, record.brand, record.votes, record.readings) == ("bus", UNKNOWN_BRAND, 0, 4)
+    # its snapshot is the vehicle; no badge: its best reading is lettering read as a brand
+    assert record.snapshot is not None and record.badge_snapshot is None
 
 
 def test_record_votes_and_readings_both_count_the_whole_track():

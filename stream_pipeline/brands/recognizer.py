@@ -176,6 +176,13 @@ class BrandRecognizer:
         # a track with no class votes yet (as unit tests build them) is read
         return not (track.class_area or track.class_votes) or track.class_id in self._read_class_ids
 
+    def refresh_class_gate(self, track: TrackState) -> None:
+        """Bring the track's class gate up to date (its record is about to be written: a duplicate
+        track withheld from the frames, or one that ended, was not seen by `process` since its class
+        last changed)."""
+        if track.brand is not None:
+            track.brand.readable_class = self._readable(track)
+
     def _announce(self, state: TrackBrand, track: TrackState, changed: list[BrandChange]) -> None:
         decision = state.decision()
         if decision.brand != state.announced:

@@ -135,7 +135,7 @@ def run_page(run: RunData, charts: dict[str, str], thumbs: dict[int, tuple[str |
         state = {"end": "complete", "max-frames": "stopped at --max-frames", "quit": "quit from the window",
                  "interrupted": "interrupted"}.get(ended.get("reason"), str(ended.get("reason")))
         if ended.get("truncated"):  # the file could not be decoded to its end
-            state = f"truncated file: decoding stopped at frame {ended.get('frames')}" if ended.get("reason") == "end" \
+            state = f"truncated file: decoding stopped after {ended.get('frames')} frames" if ended.get("reason") == "end" \
                 else f"{state}; truncated file"
     head = [f"<h1>{escape(run.title)}</h1>",
             f"<div class=\"muted\">{escape(run.source)} · started {escape(str(run.started.get('wall_time', '–')))} · {escape(state)}</div>"]

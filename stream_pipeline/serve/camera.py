@@ -151,6 +151,10 @@ class CameraSource(FrameSource):
     def truncated(self) -> bool:
         return bool(getattr(self._inner, "truncated", False))
 
+    @property
+    def frames_undecodable(self) -> int:
+        return int(getattr(self._inner, "frames_undecodable", 0) or 0)
+
     def frames(self) -> Iterator[Frame]:
         failures = 0
         while True:

@@ -23,6 +23,12 @@ ESTIMATED_COUNT_SUFFIXES = {".mkv", ".ts", ".m2ts", ".mts", ".webm", ".flv"}
 # resumes; a file cut off fails for good. So failed reads short of the announced frame count are
 # retried, up to this many in a row, before the rest of the file is given up.
 MAX_UNDECODABLE_RUN = 300
+# After a failure the decoder may hand out frames it held from before the damage, or skip some in
+# silence: for this many seconds each frame's number comes from its own timestamp (stale ones are
+# dropped). A stretch counts as damaged (warned, `frames_undecodable`) once this many frames decoded
+# after it; the last frames a cut-off file flushes out after its first failure do not make one.
+RECOVERY_S = 2.0
+RESUMED_FRAMES = 3
 
 
 def _why_unopenable(path: Path) -> str:
@@ -87,30 +93,62 @@ class VideoFileSource(CaptureSource):
     def total_frames(self) -> int | None:
         return self._count
 
+    def _position(self, after: int) -> int | None:
+        """The number of the frame just read, from its timestamp; None when the timestamp is not usable
+        (missing, or nowhere near `after`, the last frame handed out)."""
+        msec = self._capture.get(cv2.CAP_PROP_POS_MSEC)
+        if not msec or msec < 0:
+            return None
+        number = int(round(msec * self._fps / 1000.0))
+        limit = MAX_UNDECODABLE_RUN + RECOVERY_S * self._fps
+        return number if after - limit <= number <= after + limit else None
+
     def frames(self) -> Iterator[Frame]:
         if self._capture is None:
             raise RuntimeError("source is not open")
-        index = decoded = failed_run = 0
+        last = -1  # number of the last frame handed out
+        decoded = failed_run = recovering = 0
+        pending: list[int] | None = None  # first, last, count of frames lost, until frames follow them
+        since_gap = 0
         while True:
             ok, image = self._capture.read()
             if not ok or image is None:
-                if self._count and index < self._count and failed_run < MAX_UNDECODABLE_RUN:
-                    failed_run += 1  # perhaps a damaged stretch: the frame is counted, not shown
-                    index += 1
+                if self._count and last + 1 + failed_run < self._count and failed_run < MAX_UNDECODABLE_RUN:
+                    failed_run += 1  # perhaps a damaged stretch: read on
                     continue
                 break
+            number = last + 1 + failed_run
             if failed_run:
-                log.warning("%s: frames %d-%d could not be decoded (damaged file), skipped; decoding goes on",
-                            self.path, index - failed_run, index - 1)
-                self.frames_undecodable += failed_run
+                recovering = int(RECOVERY_S * self._fps)
                 failed_run = 0
+            if recovering:
+                recovering -= 1
+                stamped = self._position(last)
+                if stamped is not None:
+                    if stamped <= last:
+                        continue  # held from before the damage: already handed out or too late
+                    number = stamped
+            if number > last + 1:  # frames last+1 .. number-1 did not decode
+                lost = number - 1 - last
+                pending = [pending[0], number - 1, pending[2] + lost] if pending else [last + 1, number - 1, lost]
+                since_gap = 0
             if image.ndim == 2:
                 image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-            self.frames_read = index + 1
+            self.frames_read = number + 1
             decoded += 1
-            yield Frame(image=image, index=index, timestamp_s=index / self._fps, source=self.name)
-            index += 1
-        index -= failed_run  # failures up to the end: the file ends there, nothing was skipped
+            yield Frame(image=image, index=number, timestamp_s=number / self._fps, source=self.name)
+            last = number
+            if pending:
+                since_gap += 1
+                if since_gap >= RESUMED_FRAMES:
+                    first, end, lost = pending
+                    span = f"frame {first}" if first == end else f"frames {first}-{end}"
+                    also = "" if lost == end - first + 1 else f"{lost} of them, "
+                    log.warning("%s: %s could not be decoded (%sdamaged file), skipped; decoding goes on",
+                                self.path, span, also)
+                    self.frames_undecodable += lost
+                    pending = None
+        index = last + 1
         if decoded == 0:
             raise SourceError(f"no decodable frames in {self.path} (corrupt or empty video)")
         # Containers over-announce: MP4 by a frame or two; MKV / TS / WebM / FLV estimate the count
