@@ -216,7 +216,7 @@ class Pipeline:
                               "source": frame_source.name, "reason": summary.stopped_by, "error": summary.error,
                               "frames": summary.frames, "frames_dropped": summary.frames_dropped,
                               "truncated": truncated,
-                              "frames_undecodable": int(getattr(frame_source, "frames_undecodable", 0) or 0),
+                              "frames_undecodable": getattr(frame_source, "frames_undecodable", 0),
                               "vehicles": summary.vehicles,
                               "brands_decided": summary.brands_decided, "elapsed_s": round(summary.elapsed_s, 3),
                               "fps": round(summary.fps, 2), "codec": summary.codec,

@@ -248,7 +248,7 @@ def run_command(args: argparse.Namespace) -> int:
         given = [f"--{name}" for name in ("workers", "retries") if getattr(args, name, None) is not None]
         if given:  # ignored in silence, they would let a user believe the batch ran on the cluster
             raise UserError(f"{' and '.join(given)} go{'es' if len(given) == 1 else ''} with --ray ADDRESS")
-    given = [args.source] if isinstance(args.source, str) else list(args.source)
+    given = list(args.source)  # one or more SOURCE arguments
     sources = resolve_all(given)
     out_root = Path(args.out) if args.out else default_out_dir()
     # An unusable output folder, or one holding a previous run, is reported before the models

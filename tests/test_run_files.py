@@ -354,17 +354,21 @@ def test_report_survives_an_event_log_cut_inside_a_character(tmp_path: Path):
     assert "1 unreadable lines skipped" in result.stderr and (run / "report.html").is_file()
 
 
-def test_a_truncated_file_is_said_so_in_its_report(tmp_path: Path, videos: Path, no_brands_config: Path):
+def _faststart_copy(clip: Path, dest: Path) -> Path:
+    """`clip` remuxed with its index first (faststart), as cameras and NVR exports write them."""
     import av
 
-    whole = tmp_path / "whole.mp4"  # index first (faststart), as cameras and NVR exports write them
-    with av.open(str(videos / "dashcam_vw_close.mp4")) as src, \
-            av.open(str(whole), "w", options={"movflags": "faststart"}) as dst:
+    with av.open(str(clip)) as src, av.open(str(dest), "w", options={"movflags": "faststart"}) as dst:
         stream = dst.add_stream_from_template(src.streams.video[0])
         for packet in src.demux(src.streams.video[0]):
             if packet.dts is not None:
                 packet.stream = stream
                 dst.mux(packet)
+    return dest
+
+
+def test_a_truncated_file_is_said_so_in_its_report(tmp_path: Path, videos: Path, no_brands_config: Path):
+    whole = _faststart_copy(videos / "dashcam_vw_close.mp4", tmp_path / "whole.mp4")
     cut = tmp_path / "cut.mp4"  # a copy that stopped half-way
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     out = tmp_path / "out"
@@ -472,16 +476,7 @@ def test_overwrite_with_an_unreadable_input_keeps_the_run_it_would_replace(tmp_p
     # one that opens (its index is whole) but whose pictures are all damaged: the same
     import random
 
-    import av
-
-    whole = tmp_path / "whole.mp4"  # index first, so it survives the damage below
-    with av.open(str(videos / "dashcam_vw_close.mp4")) as src, \
-            av.open(str(whole), "w", options={"movflags": "faststart"}) as dst:
-        stream = dst.add_stream_from_template(src.streams.video[0])
-        for packet in src.demux(src.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                dst.mux(packet)
+    whole = _faststart_copy(videos / "dashcam_vw_close.mp4", tmp_path / "whole.mp4")  # the index survives the damage
     data = bytearray(whole.read_bytes())
     start, rng = data.index(b"mdat") + 4, random.Random(3)
     data[start:] = bytes(rng.getrandbits(8) for _ in range(len(data) - start))

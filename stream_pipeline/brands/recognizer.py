@@ -199,9 +199,9 @@ class BrandRecognizer:
             if track is None:
                 continue
             state = self._state(track)
-            readable = self._readable(track)
-            if readable != state.readable_class:  # the class the tracker settled on changed
-                state.readable_class = readable
+            was_readable = state.readable_class
+            self.refresh_class_gate(track)
+            if state.readable_class != was_readable:  # the class the tracker settled on changed
                 self._announce(state, track, changed)
             if self._wants(track, tracked.xyxy[row]):
                 area = float(tracked.area[row])

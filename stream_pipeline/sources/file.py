@@ -103,11 +103,18 @@ class VideoFileSource(CaptureSource):
         limit = MAX_UNDECODABLE_RUN + RECOVERY_S * self._fps
         return number if after - limit <= number <= after + limit else None
 
+    def _skipped(self, first: int, end: int, lost: int) -> None:
+        """A damaged stretch, frames first..end, `lost` of them not decoded, that decoding got past."""
+        span = f"frame {first}" if first == end else f"frames {first}-{end}"
+        also = "" if lost == end - first + 1 else f"{lost} of them, "
+        log.warning("%s: %s could not be decoded (%sdamaged file), skipped; decoding goes on", self.path, span, also)
+        self.frames_undecodable += lost
+
     def frames(self) -> Iterator[Frame]:
         if self._capture is None:
             raise RuntimeError("source is not open")
         last = -1  # number of the last frame handed out
-        decoded = failed_run = recovering = 0
+        failed_run = recovering = 0
         pending: list[int] | None = None  # first, last, count of frames lost, until frames follow them
         since_gap = 0
         while True:
@@ -135,25 +142,19 @@ class VideoFileSource(CaptureSource):
             if image.ndim == 2:
                 image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
             self.frames_read = number + 1
-            decoded += 1
             yield Frame(image=image, index=number, timestamp_s=number / self._fps, source=self.name)
             last = number
             if pending:
                 since_gap += 1
                 if since_gap >= RESUMED_FRAMES:
-                    first, end, lost = pending
-                    span = f"frame {first}" if first == end else f"frames {first}-{end}"
-                    also = "" if lost == end - first + 1 else f"{lost} of them, "
-                    log.warning("%s: %s could not be decoded (%sdamaged file), skipped; decoding goes on",
-                                self.path, span, also)
-                    self.frames_undecodable += lost
+                    self._skipped(*pending)
                     pending = None
-        index = last + 1
-        if decoded == 0:
+        if last < 0:
             raise SourceError(f"no decodable frames in {self.path} (corrupt or empty video)")
         # Containers over-announce: MP4 by a frame or two; MKV / TS / WebM / FLV estimate the count
         # from their duration (3 too many on a 2 s cut), so there only over half a second counts.
         slack = round(0.5 * self._fps) if self.path.suffix.lower() in ESTIMATED_COUNT_SUFFIXES else 0
-        if self._count and index < self._count - max(2, slack):
+        if self._count and last + 1 < self._count - max(2, slack):
             self.truncated = True
-            log.warning("decoding of %s stopped at frame %d of %d (truncated or corrupt file)", self.path, index, self._count)
+            log.warning("decoding of %s stopped at frame %d of %d (truncated or corrupt file)", self.path, last + 1,
+                        self._count)
